@@ -1,0 +1,111 @@
+"""`raypkg` command line: parses arguments and calls the library; nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from typing import Annotated, Optional
+
+import typer
+
+from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
+from raypkg.errors import UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compare how model capacity and regularization change overfitting on HIGGS, with Ray.")  # fmt: skip
+_S, _T, _R = Splits(), TrainConfig(), ResourcesConfig()
+
+
+def one_line_errors(fn):
+    """Bad input ends the command with `error: ...` on stderr and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+@app.command()
+@one_line_errors
+def arms() -> None:
+    """List the registered arms: layers, regularization, parameter count."""
+    from raypkg.arms import ARMS
+
+    width = max(len(n) for n in ARMS)
+    for arm in ARMS.values():
+        print(f"{arm.name:<{width}}  {arm.param_count():>9,} params  {arm.describe()}")
+
+
+def parse_count(value: str | None, flag: str) -> int | None:
+    if value is None or value == "auto":
+        return None
+    try:
+        number = float(value)  # accepts 5e5
+    except ValueError:
+        number = 0.5
+    if not number.is_integer():
+        raise UsageError(f"{flag} must be a whole number or 'auto' (got {value!r})")
+    return int(number)
+
+
+@app.command()
+@one_line_errors
+def sweep(
+    data: Annotated[Optional[str], typer.Option(help="HIGGS-format .csv/.csv.gz [default: the shipped 10,984-row sample]")] = None,
+    arms: Annotated[str, typer.Option(help="Comma-separated arm names [default: all, see `raypkg arms`]")] = "",
+    n_validation: Annotated[int, typer.Option(help="Validation rows: the file's first rows")] = _S.n_validation,
+    n_train: Annotated[int, typer.Option(help="Training rows: the rows after validation")] = _S.n_train,
+    n_test: Annotated[str, typer.Option(help="Test rows: the file's last rows; auto = UCI's 500,000 or what is left")] = "auto",
+    max_epochs: Annotated[int, typer.Option()] = _T.max_epochs,
+    patience: Annotated[int, typer.Option(help="Epochs without a new min val_binary_crossentropy before stopping")] = _T.patience,
+    batch_size: Annotated[int, typer.Option(help="Global batch, split evenly over the workers")] = _T.batch_size,
+    seed: Annotated[int, typer.Option()] = _T.seed,
+    report_every: Annotated[int, typer.Option(help="Epochs between progress reports to Ray Tune")] = _T.report_every,
+    workers: Annotated[int, typer.Option(help="Ray Train workers per arm")] = _R.workers,
+    cpus_per_worker: Annotated[int, typer.Option()] = _R.cpus_per_worker,
+    max_concurrent: Annotated[Optional[int], typer.Option(help="Arms training at once [default: as many as the CPUs hold]")] = None,
+    storage: Annotated[str, typer.Option(help="Directory that holds run directories")] = SweepConfig.storage,
+    name: Annotated[Optional[str], typer.Option(help="Run directory name [default: sweep-<date>-<time>]")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]")] = None,
+    format: Annotated[str, typer.Option(help="Summary format: table, csv or json")] = "table",
+) -> None:
+    """Train each arm as a Ray Tune trial of a Ray Train TensorflowTrainer, then print the summary."""
+    from raypkg.data import sample_path
+    from raypkg.results import format_rows, load_rows
+    from raypkg.sweep import run_sweep
+
+    cfg = SweepConfig(
+        data=data or sample_path(),
+        arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
+        splits=Splits(n_validation, n_train, parse_count(n_test, "--n-test")),
+        train=TrainConfig(batch_size=batch_size, max_epochs=max_epochs, patience=patience, seed=seed,
+                          report_every=report_every),  # fmt: skip
+        resources=ResourcesConfig(workers, cpus_per_worker, max_concurrent),
+        storage=storage,
+        name=name,
+    )
+    format_rows([], format)  # an unknown format fails now, not after the sweep
+    run_dir = run_sweep(cfg, address=address, log=lambda msg: print(msg, file=sys.stderr))
+    print(format_rows(load_rows(run_dir), format))
+    print(f"results: {run_dir}", file=sys.stderr)
+
+
+@app.command()
+@one_line_errors
+def summarize(
+    run_dir: Annotated[str, typer.Argument(help="A sweep's run directory")],
+    format: Annotated[str, typer.Option(help="table, csv or json")] = "table",
+) -> None:
+    """One row per arm: epochs, best epoch, min val BCE and the metrics there, wall time, why it stopped."""
+    from raypkg.results import format_rows, load_rows
+
+    print(format_rows(load_rows(run_dir), format))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""Every default of a sweep, defined once. Variants override one field (dataclasses.replace)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+UCI_TEST_ROWS = 500_000  # the last 500,000 rows of HIGGS.csv.gz are UCI's test set
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Row ranges of the file, in file order: validation first, train next, test last."""
+
+    n_validation: int = 1_000
+    n_train: int = 10_000
+    n_test: int | None = None  # None: UCI's 500,000 when the file has room, else the rows after train
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The tutorial's optimizer, schedule and stopping rule."""
+
+    batch_size: int = 500  # global: each of W workers takes batch_size / W rows per step
+    learning_rate: float = 0.001
+    decay_epochs: int = 1_000  # InverseTimeDecay decay_steps = steps_per_epoch * decay_epochs
+    decay_rate: float = 1.0
+    max_epochs: int = 10_000
+    patience: int = 200  # epochs without a new minimum of val_binary_crossentropy
+    seed: int = 0  # initial weights and shuffling
+    report_every: int = 10  # epochs per report to Ray Tune; each report may wait ~2 s for Ray Train
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    workers: int = 1  # Train workers per trial (MultiWorkerMirroredStrategy replicas)
+    cpus_per_worker: int = 1
+    max_concurrent: int | None = None  # None: as many trials as the CPUs hold
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    data: str
+    arms: tuple[str, ...] = ()  # empty: every registered arm
+    splits: Splits = field(default_factory=Splits)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    storage: str = "./raypkg_results"
+    name: str | None = None  # None: sweep-YYYYmmdd-HHMMSS
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,116 @@
+"""A sweep's files on disk, read back as one tidy row per arm. No Ray, no TensorFlow."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+from raypkg.errors import UsageError
+
+METRIC = "val_binary_crossentropy"  # what early stopping and "best epoch" are judged on
+SWEEP_FILE = "sweep.json"  # settings, written when a sweep starts
+SUMMARY_FILE = "summary.json"  # written when a sweep ends: its presence means the sweep finished
+HISTORY_FILE = "history.csv"  # one row per epoch, appended by rank 0 while the arm trains
+RESULT_FILE = "result.json"  # written by rank 0 once the arm finished
+ERROR_FILE = "error.txt"  # why an arm failed
+
+COLUMNS = (  # (key, header, format) of the summary table
+    ("arm", "arm", "{}"),
+    ("status", "status", "{}"),
+    ("params", "params", "{:,}"),
+    ("workers", "workers", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("best_epoch", "best", "{}"),
+    (f"min_{METRIC}", "min val BCE", "{:.4f}"),
+    ("binary_crossentropy_at_best", "train BCE@best", "{:.4f}"),
+    ("val_accuracy_at_best", "val acc@best", "{:.3f}"),
+    ("val_auc_at_best", "val AUC@best", "{:.3f}"),
+    (f"final_{METRIC}", "final val BCE", "{:.4f}"),
+    ("wall_s", "wall s", "{:.0f}"),
+    ("stopped_by", "stopped by", "{}"),
+)
+
+
+def arm_dir(run_dir: str, arm: str) -> str:
+    return os.path.join(run_dir, "arms", arm)
+
+
+def write_json(path: str, data) -> None:
+    """Write atomically: a reader never sees half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def read_history(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def load_rows(run_dir: str) -> list[dict]:
+    """One row per arm, in the sweep's arm order, from history.csv (+ result.json / error.txt)."""
+    sweep_file = os.path.join(run_dir, SWEEP_FILE)
+    if not os.path.isfile(sweep_file):
+        raise UsageError(f"{run_dir} is not a raypkg run directory (no {SWEEP_FILE}): give a sweep's directory")
+    with open(sweep_file) as f:
+        sweep = json.load(f)
+    finished = os.path.exists(os.path.join(run_dir, SUMMARY_FILE))
+    return [arm_row(arm_dir(run_dir, arm["name"]), arm, finished) for arm in sweep["arms"]]
+
+
+def arm_row(path: str, arm: dict, sweep_finished: bool) -> dict:
+    from raypkg.arms import Arm
+
+    row: dict = {"arm": arm["name"], "params": Arm(**arm).param_count()}
+    history = os.path.join(path, HISTORY_FILE)
+    epochs = read_history(history) if os.path.exists(history) else []
+    if epochs:
+        best = min(epochs, key=lambda r: r[METRIC])
+        row.update({
+            "epochs": int(epochs[-1]["epoch"]),
+            "best_epoch": int(best["epoch"]),
+            f"min_{METRIC}": best[METRIC],
+            "binary_crossentropy_at_best": best["binary_crossentropy"],
+            "val_accuracy_at_best": best["val_accuracy"],
+            "val_auc_at_best": best["val_auc"],
+            f"final_{METRIC}": epochs[-1][METRIC],
+        })  # fmt: skip
+    if os.path.exists(os.path.join(path, RESULT_FILE)):
+        with open(os.path.join(path, RESULT_FILE)) as f:
+            result = json.load(f)
+        row.update(status="done", workers=result["workers"], wall_s=result["wall_s"], stopped_by=result["stopped_by"])
+    elif os.path.exists(os.path.join(path, ERROR_FILE)):
+        with open(os.path.join(path, ERROR_FILE)) as f:
+            row.update(status="failed", error=f.read().strip())
+    else:
+        row["status"] = "incomplete" if sweep_finished else ("running" if epochs else "pending")
+    return row
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        keys = [k for k, _, _ in COLUMNS] + ["error"]
+        writer = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    if fmt == "table":
+        return format_table(rows)
+    raise UsageError(f"unknown --format {fmt!r}: use table, csv or json")
+
+
+def format_table(rows: list[dict]) -> str:
+    cells = [[h for _, h, _ in COLUMNS]]
+    for row in rows:
+        cells.append([fmt.format(row[k]) if row.get(k) is not None else "-" for k, _, fmt in COLUMNS])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    errors = [f"{r['arm']}: {r['error']}" for r in rows if r.get("error")]
+    return "\n".join(lines + errors)
