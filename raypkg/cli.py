@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from functools import wraps
 from typing import Annotated, Optional
@@ -14,6 +15,7 @@ from raypkg.errors import UsageError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare how model capacity and regularization change overfitting on HIGGS, with Ray.")  # fmt: skip
 _S, _T, _R = Splits(), TrainConfig(), ResourcesConfig()
+SAMPLE_N_TRAIN = 9_000  # the shipped sample has 10,984 rows: 1,000 validation + 9,000 train + 984 test
 
 
 def one_line_errors(fn):
@@ -59,7 +61,7 @@ def sweep(
     data: Annotated[Optional[str], typer.Option(help="HIGGS-format .csv/.csv.gz [default: the shipped 10,984-row sample]")] = None,
     arms: Annotated[str, typer.Option(help="Comma-separated arm names [default: all, see `raypkg arms`]")] = "",
     n_validation: Annotated[int, typer.Option(help="Validation rows: the file's first rows")] = _S.n_validation,
-    n_train: Annotated[int, typer.Option(help="Training rows: the rows after validation")] = _S.n_train,
+    n_train: Annotated[Optional[int], typer.Option(help=f"Training rows: the rows after validation [default: {_S.n_train:,}; 9,000 for the shipped sample, leaving 984 test rows]")] = None,
     n_test: Annotated[str, typer.Option(help="Test rows: the file's last rows; auto = UCI's 500,000 or what is left")] = "auto",
     max_epochs: Annotated[int, typer.Option()] = _T.max_epochs,
     patience: Annotated[int, typer.Option(help="Epochs without a new min val_binary_crossentropy before stopping")] = _T.patience,
@@ -79,6 +81,8 @@ def sweep(
     from raypkg.results import format_rows, load_rows
     from raypkg.sweep import run_sweep
 
+    if n_train is None:
+        n_train = _S.n_train if data else SAMPLE_N_TRAIN
     cfg = SweepConfig(
         data=data or sample_path(),
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
@@ -90,7 +94,8 @@ def sweep(
         name=name,
     )
     format_rows([], format)  # an unknown format fails now, not after the sweep
-    run_dir = run_sweep(cfg, address=address, log=lambda msg: print(msg, file=sys.stderr))
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the summary alone; Tune prints too
+        run_dir = run_sweep(cfg, address=address, log=print)
     print(format_rows(load_rows(run_dir), format))
     print(f"results: {run_dir}", file=sys.stderr)
 

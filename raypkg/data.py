@@ -86,6 +86,7 @@ def _open_csv(path: str, block_size: int = 1 << 22):
     return csv.open_csv(
         stream,
         read_options=csv.ReadOptions(column_names=list(COLUMNS), block_size=block_size),
+        parse_options=csv.ParseOptions(ignore_empty_lines=False),  # a blank line is a bad row, and counts
         convert_options=csv.ConvertOptions(column_types={c: pa.float32() for c in COLUMNS}),
     )
 
@@ -135,7 +136,7 @@ def _find_bad_line(path: str, first_line: int) -> tuple[int | None, str]:
                     return number, f"{len(fields)} columns instead of {len(COLUMNS)}"
                 for col, field in enumerate(fields):
                     try:
-                        value = float(field)
+                        value = float(field.replace("_", "x"))  # Python reads 1_0 as 10, pyarrow does not
                     except ValueError:
                         kind = "a header row? " if number == 1 else ""
                         return number, f"{kind}{field.strip()[:40]!r} in column {col} is not a number"
@@ -147,7 +148,7 @@ def _find_bad_line(path: str, first_line: int) -> tuple[int | None, str]:
         return None, f"the gzip stream is cut short or corrupt after line {number:,} ({e}); fetch the file again"
     except UnicodeDecodeError:
         return number + 1, "binary data, not text"
-    return None, "unreadable as CSV"
+    return None, "the file has no rows" if number == 0 else "unreadable as CSV"
 
 
 def read_higgs(path: str):

@@ -23,6 +23,8 @@ from raypkg.results import HISTORY_FILE, METRIC, RESULT_FILE, write_json
 
 
 def train_loop_per_worker(config: dict) -> None:
+    import psutil
+    marks = {"process": psutil.Process().create_time(), "loop": time.time()}  # start-up stages
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     arm, tc = Arm(**config["arm"]), TrainConfig(**config["train"])
@@ -30,8 +32,9 @@ def train_loop_per_worker(config: dict) -> None:
     tf.get_logger().setLevel("ERROR")  # MWMS logs every collective at INFO
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    train_x, train_y = to_arrays(ray.train.get_dataset_shard("train").iter_batches(batch_format="numpy"))
-    val_x, val_y = to_arrays(ray.train.get_dataset_shard("validation").iter_batches(batch_format="numpy"))
+    train_x, train_y = load_shard(f"train_{rank}")
+    val_x, val_y = load_shard(f"validation_{rank}")
+    marks["data"] = time.time()
     per_replica = tc.batch_size // world  # the global batch is split evenly, as in one-process Keras
     train_ds = distribute(strategy, train_x, train_y, per_replica, shuffle_seed=tc.seed * 7919 + rank)
     val_ds = distribute(strategy, val_x, val_y, per_replica)
@@ -41,8 +44,9 @@ def train_loop_per_worker(config: dict) -> None:
         model = build_model(arm, keras, seed=tc.seed)
         compile_model(model, tc, steps_per_epoch=steps(len(train_x), per_replica))
 
+    marks["model"] = time.time()
     out_dir = config["out_dir"] if rank == 0 else None
-    recorder = EpochRecorder(tc, out_dir, started=config["trial_start"])
+    recorder = EpochRecorder(tc, out_dir, started=config["trial_start"], marks=marks)
     callbacks = [
         Validator(val_ds, steps(len(val_x), per_replica)),  # first: the others read its val_* logs
         keras.callbacks.EarlyStopping(monitor=METRIC, patience=tc.patience, mode="min"),
@@ -59,6 +63,11 @@ def train_loop_per_worker(config: dict) -> None:
     if out_dir:
         write_json(os.path.join(out_dir, RESULT_FILE), result)
     ray.train.report(result)
+
+
+def load_shard(name: str):
+    """This worker's rows of a split, in memory: they are read every epoch."""
+    return to_arrays(ray.train.get_dataset_shard(name).iter_batches(batch_format="numpy", batch_size=None))
 
 
 def limit_threads(threads: int) -> None:
@@ -150,9 +159,9 @@ class Validator(keras.callbacks.Callback):
 class EpochRecorder(keras.callbacks.Callback):
     """Keeps the per-epoch rows, appends them to history.csv (rank 0), reports to Ray Train."""
 
-    def __init__(self, tc: TrainConfig, out_dir: str | None, started: float):
+    def __init__(self, tc: TrainConfig, out_dir: str | None, started: float, marks: dict[str, float]):
         super().__init__()
-        self.tc, self.out_dir, self.started = tc, out_dir, started
+        self.tc, self.out_dir, self.started, self.marks = tc, out_dir, started, marks
         self.rows: list[dict] = []
         self._log: ArmLog | None = None
         self.fit_started = time.time()
@@ -198,10 +207,12 @@ class EpochRecorder(keras.callbacks.Callback):
             "stopped_by": "max_epochs" if epochs >= self.tc.max_epochs else "patience",
             "rows_per_epoch": self.rows[-1]["rows"],
             "val_rows_per_epoch": self.rows[-1]["val_rows"],
-            "startup_s": self.fit_started - self.started,  # trial start to first training step
+            "startup_s": self.fit_started - self.started,  # trial start to first training step, of which:
+            **{f"ready_{k}_s": t - self.started for k, t in self.marks.items()},  # loop entered, data in, model built
             "fit_s": time.time() - self.fit_started,
             "wall_s": time.time() - self.started,
             "weights_checksum": checksum,
+            "replicas_agree": True if world > 1 else None,  # check_replicas_agree raised otherwise
         }
 
 

@@ -1,0 +1,317 @@
+"""Fast unit tests: arms, splits, HIGGS file checks, result formatting. No Ray, no training."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from raypkg.arms import ARMS, build_model, get_arms
+from raypkg.config import Splits, SweepConfig
+from raypkg.data import SplitRows, check_higgs, resolve_splits, sample_path
+from raypkg.errors import UsageError
+from raypkg.results import format_rows, load_rows
+
+# --- arms -------------------------------------------------------------------------------------
+
+EXPECTED_PARAMS = {
+    "tiny": 481, "small": 753, "medium": 10_241,
+    "large": 803_329, "l2": 803_329, "dropout": 803_329, "combined": 803_329,
+}  # fmt: skip
+# (l2, dropout) of each arm's hidden layers, as the TensorFlow "Overfit and underfit" tutorial sets them
+EXPECTED_REGULARIZATION = {
+    "tiny": (0, 0), "small": (0, 0), "medium": (0, 0), "large": (0, 0),
+    "l2": (0.001, 0), "dropout": (0, 0.5), "combined": (0.0001, 0.5),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def keras():
+    import tf_keras  # ~8 s, once per module
+
+    return tf_keras
+
+
+def test_arm_names_and_param_counts():
+    assert {name: arm.param_count() for name, arm in ARMS.items()} == EXPECTED_PARAMS
+    assert list(ARMS) == list(EXPECTED_PARAMS)  # registry order is the tutorial's order
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_PARAMS))
+def test_built_model_matches_arm(keras, name):
+    arm = ARMS[name]
+    model = build_model(arm, keras)
+    assert model.count_params() == arm.param_count() == EXPECTED_PARAMS[name]
+
+    l2, rate = EXPECTED_REGULARIZATION[name]
+    *body, out = model.layers
+    dense = [layer for layer in body if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == list(arm.hidden)
+    if rate:  # a Dropout of `rate` right after each hidden Dense
+        assert [type(layer) for layer in body] == [keras.layers.Dense, keras.layers.Dropout] * len(arm.hidden)
+        assert [layer.rate for layer in body[1::2]] == [rate] * len(arm.hidden)
+    else:
+        assert body == dense
+    for layer in dense:
+        assert layer.activation.__name__ == "elu"
+        if l2:
+            assert layer.kernel_regularizer.get_config()["l2"] == pytest.approx(l2)
+        else:
+            assert layer.kernel_regularizer is None
+
+    # logits: Dense(1), no activation, no penalty
+    assert isinstance(out, keras.layers.Dense) and out.units == 1
+    assert out.activation.__name__ == "linear"
+    assert out.kernel_regularizer is None
+
+
+@pytest.mark.parametrize("names", [None, []])
+def test_get_arms_defaults_to_all(names):
+    assert [a.name for a in get_arms(names)] == list(EXPECTED_PARAMS)
+
+
+def test_get_arms_keeps_given_order():
+    assert [a.name for a in get_arms(["l2", "tiny"])] == ["l2", "tiny"]
+
+
+def test_get_arms_unknown_name():
+    with pytest.raises(UsageError, match="'bogus'"):
+        get_arms(["tiny", "bogus"])
+
+
+def test_get_arms_duplicate_name():
+    with pytest.raises(UsageError, match="twice.*tiny"):
+        get_arms(["tiny", "small", "tiny"])
+
+
+# --- splits -----------------------------------------------------------------------------------
+
+
+def test_default_n_test_is_uci_test_set_when_file_has_room():
+    rows = resolve_splits(Splits(), total=11_000_000)
+    assert rows == SplitRows(total=11_000_000, n_validation=1_000, n_train=10_000, n_test=500_000)
+
+
+def test_default_n_test_is_the_rest_when_file_is_small():
+    rows = resolve_splits(Splits(n_validation=100, n_train=400), total=10_984)
+    assert rows.n_test == 10_984 - 500
+
+
+def test_default_n_test_is_zero_when_file_is_exactly_full():
+    assert resolve_splits(Splits(n_validation=100, n_train=400), total=500).n_test == 0
+
+
+def test_explicit_n_test_is_kept():
+    assert resolve_splits(Splits(100, 400, n_test=1_000), total=10_984).n_test == 1_000
+
+
+def test_explicit_n_test_too_large():
+    with pytest.raises(UsageError, match=r"data\.csv has 10,984 rows.*= 11,500"):
+        resolve_splits(Splits(100, 400, n_test=11_000), total=10_984, source="data.csv")
+
+
+def test_train_too_large_for_file():
+    with pytest.raises(UsageError, match="10,984 rows"):
+        resolve_splits(Splits(n_validation=1_000, n_train=20_000), total=10_984)
+
+
+def test_boundaries():
+    rows = resolve_splits(Splits(n_validation=100, n_train=400, n_test=1_000), total=10_984)
+    assert rows.boundaries() == [100, 500, 9_984]
+    big = resolve_splits(Splits(), total=11_000_000)
+    assert big.boundaries() == [1_000, 11_000, 10_500_000]
+
+
+@pytest.mark.parametrize(
+    "splits, flag",
+    [
+        (Splits(n_validation=0), "--n-validation"),
+        (Splits(n_train=0), "--n-train"),
+        (Splits(n_validation=-5), "--n-validation"),
+        (Splits(n_train=-1), "--n-train"),
+        (Splits(n_test=-1), "--n-test"),
+    ],
+)
+def test_nonpositive_sizes_raise(splits, flag):
+    with pytest.raises(UsageError, match=flag):
+        resolve_splits(splits, total=11_000_000)
+
+
+def test_cli_default_for_the_shipped_sample_fits_it():
+    from raypkg.cli import SAMPLE_N_TRAIN
+    from raypkg.sweep import check_request
+
+    rows = check_request(SweepConfig(data=sample_path(), splits=Splits(n_train=SAMPLE_N_TRAIN)))
+    assert (rows.total, rows.n_validation, rows.n_train, rows.n_test) == (10_984, 1_000, 9_000, 984)
+
+
+# --- check_higgs ------------------------------------------------------------------------------
+
+FORMAT = "expected no header and 29 comma-separated numbers"
+
+
+@pytest.fixture(scope="module")
+def real_lines() -> list[str]:
+    """The first 50 rows of the shipped sample, each with its newline."""
+    with gzip.open(sample_path(), "rt") as f:
+        return [next(f) for _ in range(50)]
+
+
+def with_row(lines: list[str], line: int, edit) -> str:
+    """The text of `lines`, with the fields of 1-based `line` replaced by edit(fields)."""
+    lines = list(lines)
+    fields = lines[line - 1].rstrip("\n").split(",")
+    lines[line - 1] = ",".join(edit(fields)) + "\n"
+    return "".join(lines)
+
+
+def write(path: Path, text: str, gz: bool = False) -> str:
+    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    return str(path)
+
+
+def test_shipped_sample_is_valid():
+    assert check_higgs(sample_path()) == 10_984
+
+
+def test_good_plain_csv(tmp_path, real_lines):
+    assert check_higgs(write(tmp_path / "ok.csv", "".join(real_lines))) == 50
+
+
+def test_good_csv_gz(tmp_path, real_lines):
+    assert check_higgs(write(tmp_path / "ok.csv.gz", "".join(real_lines), gz=True)) == 50
+
+
+def test_gzip_detected_by_content_not_name(tmp_path, real_lines):
+    path = write(tmp_path / "looks_plain.csv", "".join(real_lines), gz=True)
+    assert check_higgs(path) == 50
+
+
+def set_field(col: int, value: str):
+    return lambda fields: fields[:col] + [value] + fields[col + 1 :]
+
+
+BAD_ROWS = {  # name: (edit of line 10's fields, expected problem)
+    "28 columns": (lambda f: f[:-1], "line 10: 28 columns instead of 29"),
+    "30 columns": (lambda f: f + ["0.5"], "line 10: 30 columns instead of 29"),
+    "text": (set_field(5, "abc"), "line 10: 'abc' in column 5 is not a number"),
+    "nan": (set_field(7, "nan"), "line 10: 'nan' in column 7 is not a finite number"),
+    "inf": (set_field(7, "inf"), "line 10: 'inf' in column 7 is not a finite number"),
+    "label 2": (set_field(0, "2"), "line 10: label '2' is not 0 or 1"),
+    "underscore": (set_field(3, "1_0"), "line 10: '1_0' in column 3 is not a number"),
+    "blank line": (lambda f: [""], "line 10: 1 columns instead of 29"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_bad_row_named_by_line(tmp_path, real_lines, case):
+    edit, problem = BAD_ROWS[case]
+    path = write(tmp_path / "bad.csv", with_row(real_lines, 10, edit))
+    with pytest.raises(UsageError) as e:
+        check_higgs(path)
+    assert f"{path}, {problem}" in str(e.value)
+    assert FORMAT in str(e.value)
+
+
+def test_header_row(tmp_path, real_lines):
+    header = ",".join(["label", *(f"f{i}" for i in range(28))]) + "\n"
+    path = write(tmp_path / "header.csv", header + "".join(real_lines))
+    with pytest.raises(UsageError, match=r"line 1: a header row\? 'label' in column 0 is not a number"):
+        check_higgs(path)
+
+
+def test_bad_row_after_the_first_block(tmp_path):
+    """Rows are read in ~4 MB blocks: a bad row past the first block still gets its own line number."""
+    with gzip.open(sample_path(), "rt") as f:
+        lines = f.readlines() * 2  # 21,968 rows, ~6.5 MB
+    path = write(tmp_path / "big.csv.gz", with_row(lines, 20_000, set_field(0, "2")), gz=True)
+    with pytest.raises(UsageError, match=r"line 20,000: label '2' is not 0 or 1"):
+        check_higgs(path)
+
+
+def test_empty_file(tmp_path):
+    path = write(tmp_path / "empty.csv", "")
+    with pytest.raises(UsageError, match=f"{re.escape(path)} is empty"):
+        check_higgs(path)
+
+
+def test_empty_gzip(tmp_path):
+    with pytest.raises(UsageError, match="has no rows"):
+        check_higgs(write(tmp_path / "empty.csv.gz", "", gz=True))
+
+
+def test_truncated_gzip(tmp_path):
+    data = Path(sample_path()).read_bytes()
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError) as e:
+        check_higgs(str(path))
+    match = re.search(r"gzip stream is cut short or corrupt after line ([\d,]+)", str(e.value))
+    assert match, str(e.value)
+    assert 0 < int(match[1].replace(",", "")) < 10_984
+    assert "fetch the file again" in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "nope.csv")
+    with pytest.raises(UsageError, match=f"data file not found: {re.escape(path)}"):
+        check_higgs(path)
+
+
+def test_directory(tmp_path):
+    with pytest.raises(UsageError, match=f"{re.escape(str(tmp_path))} is a directory"):
+        check_higgs(str(tmp_path))
+
+
+# --- results ----------------------------------------------------------------------------------
+
+DONE = {
+    "arm": "tiny", "status": "done", "params": 481, "workers": 2, "epochs": 1234, "best_epoch": 1034,
+    "min_val_binary_crossentropy": 0.61234, "binary_crossentropy_at_best": 0.59871,
+    "val_accuracy_at_best": 0.6667, "val_auc_at_best": 0.7321,
+    "final_val_binary_crossentropy": 0.6201, "wall_s": 95.6, "stopped_by": "early_stopping",
+}  # fmt: skip
+FAILED = {"arm": "large", "status": "failed", "params": 803_329, "error": "RuntimeError: out of memory"}
+
+
+def test_format_table():
+    lines = format_rows([DONE, FAILED], "table").splitlines()
+    header, rule, done, failed, error = lines
+    assert header.split()[:3] == ["arm", "status", "params"]
+    assert "min val BCE" in header
+    assert set(rule) == {"-", " "}
+    assert len(header) == len(rule) == len(done) == len(failed)  # columns line up
+    assert done.split() == ["tiny", "done", "481", "2", "1234", "1034", "0.6123", "0.5987", "0.667",
+                            "0.732", "0.6201", "96", "early_stopping"]  # fmt: skip
+    assert failed.split() == ["large", "failed", "803,329"] + ["-"] * 10
+    assert error == "large: RuntimeError: out of memory"
+
+
+def test_format_csv():
+    text = format_rows([DONE, FAILED], "csv")
+    reader = csv.DictReader(io.StringIO(text))
+    assert reader.fieldnames[:3] == ["arm", "status", "params"] and reader.fieldnames[-1] == "error"
+    done, failed = list(reader)
+    assert done["min_val_binary_crossentropy"] == "0.61234" and done["error"] == ""
+    assert failed["status"] == "failed" and failed["error"] == FAILED["error"]
+    assert failed["epochs"] == ""
+
+
+def test_format_json():
+    assert json.loads(format_rows([DONE, FAILED], "json")) == [DONE, FAILED]
+
+
+def test_format_unknown():
+    with pytest.raises(UsageError, match="'xml'"):
+        format_rows([DONE], "xml")
+
+
+def test_load_rows_needs_sweep_json(tmp_path):
+    (tmp_path / "arms").mkdir()
+    with pytest.raises(UsageError, match="not a raypkg run directory.*sweep.json"):
+        load_rows(str(tmp_path))
