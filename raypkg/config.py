@@ -27,6 +27,7 @@ class TrainConfig:
     max_epochs: int = 10_000
     patience: int = 200  # epochs without a new minimum of val_binary_crossentropy
     seed: int = 0  # initial weights and shuffling
+    jit_compile: bool = True  # XLA-compiled train step: ~1.3x faster Large epochs on CPU
     report_every: int = 10  # epochs per report to Ray Tune; each report may wait ~2 s for Ray Train
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 
 from raypkg.errors import UsageError
 
@@ -84,10 +85,18 @@ def arm_row(path: str, arm: dict, sweep_finished: bool) -> dict:
         row.update(status="done", workers=result["workers"], wall_s=result["wall_s"], stopped_by=result["stopped_by"])
     elif os.path.exists(os.path.join(path, ERROR_FILE)):
         with open(os.path.join(path, ERROR_FILE)) as f:
-            row.update(status="failed", error=f.read().strip())
+            row.update(status="failed", error=error_line(f.read()))
     else:
         row["status"] = "incomplete" if sweep_finished else ("running" if epochs else "pending")
     return row
+
+
+def error_line(text: str) -> str:
+    """The line of a (Ray-wrapped) traceback that says what went wrong: its last `SomeError: ...` line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b[^ ]*:", line)]
+    line = (named or lines or ["unknown error"])[-1]
+    return line if len(line) <= 300 else line[:300] + "..."
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:

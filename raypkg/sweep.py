@@ -24,7 +24,7 @@ from raypkg.arms import Arm, get_arms
 from raypkg.config import SweepConfig
 from raypkg.data import SplitRows, check_higgs, read_higgs, resolve_splits, split_higgs
 from raypkg.errors import UsageError
-from raypkg.results import ERROR_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, load_rows, write_json
+from raypkg.results import ERROR_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, error_line, load_rows, write_json
 
 TRIAL_SLOT = "raypkg_trial"  # custom resource: one per running trial's driver function, which needs no CPU
 WORKER_ENV = {
@@ -170,8 +170,8 @@ def tune_arms(cfg: SweepConfig, arms: list[Arm], run_dir: str, train, val, log=p
     errors = {}
     for result in grid:
         name = result.config["arm"]["name"]
-        errors[name] = None if result.error is None else _first_line(result.error)
-        log(f"  {name}: {'failed: ' + errors[name] if errors[name] else 'done'}")
+        errors[name] = None if result.error is None else str(result.error).strip()
+        log(f"  {name}: {'failed: ' + error_line(errors[name]) if errors[name] else 'done'}")
     return errors
 
 
@@ -223,10 +223,3 @@ def train_arm(config: dict, datasets: dict) -> None:
     )
     trainer.fit()
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # Ray's worker-group errors end with the worker's own exception line
-    tail = [line for line in lines if not line.startswith(("File ", "Traceback", "^", "~"))]
-    return (tail[-1] if tail else type(error).__name__)[:500]

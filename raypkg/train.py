@@ -42,7 +42,7 @@ def train_loop_per_worker(config: dict) -> None:
     keras.utils.set_random_seed(tc.seed)
     with strategy.scope():
         model = build_model(arm, keras, seed=tc.seed)
-        compile_model(model, tc, steps_per_epoch=steps(len(train_x), per_replica))
+        compile_model(model, tc, steps_per_epoch=steps(len(train_x), per_replica), world=world)
 
     marks["model"] = time.time()
     out_dir = config["out_dir"] if rank == 0 else None
@@ -96,7 +96,7 @@ def distribute(strategy, x, y, per_replica: int, shuffle_seed: int | None = None
     return strategy.distribute_datasets_from_function(per_worker)
 
 
-def compile_model(model, tc: TrainConfig, steps_per_epoch: int) -> None:
+def compile_model(model, tc: TrainConfig, steps_per_epoch: int, world: int) -> None:
     schedule = keras.optimizers.schedules.InverseTimeDecay(
         tc.learning_rate, decay_steps=steps_per_epoch * tc.decay_epochs, decay_rate=tc.decay_rate
     )
@@ -109,6 +109,8 @@ def compile_model(model, tc: TrainConfig, steps_per_epoch: int) -> None:
             keras.metrics.AUC(from_logits=True, name="auc"),
             row_counter(),
         ],
+        # XLA has no CPU collectives ("not yet implemented for CPU devices"): one CPU worker only
+        jit_compile=tc.jit_compile and (world == 1 or bool(tf.config.list_physical_devices("GPU"))),
     )
 
 
