@@ -4,7 +4,7 @@ VENV     ?= .venv
 BIN      := $(VENV)/bin
 DEMO_DIR ?= raypkg_results
 # The demo: all seven arms on the shipped 10,984 real HIGGS rows, capped so it ends in ~10 min on 2 cores.
-DEMO_ARGS ?= --max-epochs 150 --patience 50 --storage $(DEMO_DIR)
+DEMO_ARGS ?= --max-epochs 80 --patience 30 --storage $(DEMO_DIR)
 
 .PHONY: demo test bench clean
 

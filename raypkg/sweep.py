@@ -153,7 +153,7 @@ def tune_arms(cfg: SweepConfig, arms: list[Arm], run_dir: str, train, val, log=p
     tuner = tune.Tuner(
         trainable,
         param_space={
-            "arm": tune.grid_search([asdict(a) for a in arms]),
+            "arm": tune.grid_search([asdict(a) for a in longest_first(arms)]),
             "train": asdict(cfg.train),
             "resources": asdict(cfg.resources),
             "run_dir": run_dir,
@@ -173,6 +173,11 @@ def tune_arms(cfg: SweepConfig, arms: list[Arm], run_dir: str, train, val, log=p
         errors[name] = None if result.error is None else str(result.error).strip()
         log(f"  {name}: {'failed: ' + error_line(errors[name]) if errors[name] else 'done'}")
     return errors
+
+
+def longest_first(arms: list[Arm]) -> list[Arm]:
+    """Start the biggest models first so the short ones fill the gaps at the end (the summary keeps the user's order)."""
+    return sorted(arms, key=lambda a: (-a.param_count(), -a.dropout, -a.l2))
 
 
 def trial_name(trial) -> str:
