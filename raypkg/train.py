@@ -12,6 +12,7 @@ import math
 import os
 import time
 
+import psutil
 import ray.train
 
 from raypkg.arms import Arm, build_model
@@ -21,9 +22,7 @@ from raypkg.keras_compat import keras, tf
 from raypkg.results import HISTORY_FILE, METRIC, RESULT_FILE, write_json
 
 
-
 def train_loop_per_worker(config: dict) -> None:
-    import psutil
     marks = {"process": psutil.Process().create_time(), "loop": time.time()}  # start-up stages
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
