@@ -62,7 +62,7 @@ def check_request(cfg: SweepConfig) -> SplitRows:
     res, tc = cfg.resources, cfg.train
     for flag, value in [("--workers", res.workers), ("--cpus-per-worker", res.cpus_per_worker),
                         ("--max-epochs", tc.max_epochs), ("--patience", tc.patience),
-                        ("--batch-size", tc.batch_size)]:  # fmt: skip
+                        ("--batch-size", tc.batch_size), ("--report-every", tc.report_every)]:  # fmt: skip
         if value < 1:
             raise UsageError(f"{flag} must be at least 1 (got {value})")
     if tc.batch_size % res.workers:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raypkg.arms import ARMS, build_model, get_arms
-from raypkg.config import Splits, SweepConfig
+from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
 from raypkg.data import SplitRows, check_higgs, resolve_splits, sample_path
 from raypkg.errors import UsageError
 from raypkg.results import format_rows, load_rows
@@ -315,3 +315,16 @@ def test_load_rows_needs_sweep_json(tmp_path):
     (tmp_path / "arms").mkdir()
     with pytest.raises(UsageError, match="not a raypkg run directory.*sweep.json"):
         load_rows(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "change, flag",
+    [({"train": TrainConfig(report_every=0)}, "--report-every"),
+     ({"train": TrainConfig(patience=0)}, "--patience"),
+     ({"resources": ResourcesConfig(workers=3)}, "does not split evenly over --workers 3")],
+)  # fmt: skip
+def test_check_request_refuses_impossible_settings(change, flag):
+    from raypkg.sweep import check_request
+
+    with pytest.raises(UsageError, match=flag):
+        check_request(SweepConfig(data=sample_path(), splits=Splits(n_train=9_000), **change))
