@@ -12,7 +12,7 @@ class Splits:
     """Row ranges of the file, in file order: validation first, train next, test last."""
 
     n_validation: int = 1_000
-    n_train: int = 10_000
+    n_train: int | None = 10_000  # None: every row between validation and test (--n-train all)
     n_test: int | None = None  # None: UCI's 500,000 when the file has room, else the rows after train
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from raypkg.arms import Arm, get_arms
 from raypkg.config import SweepConfig
 from raypkg.data import SplitRows, check_higgs, read_higgs, resolve_splits, split_higgs
+from raypkg.prepare import read_manifest, read_prepared
 from raypkg.errors import UsageError
 from raypkg.results import ERROR_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, error_line, load_rows, write_json
 
@@ -45,7 +46,7 @@ def run_sweep(cfg: SweepConfig, address: str | None = None, log=print) -> str:
         "config": cfg.to_dict(), "rows": asdict(rows), "arms": [asdict(a) for a in arms],
         "started": time.time(),
     })  # fmt: skip
-    val, train, _test = split_higgs(read_higgs(cfg.data), rows)
+    val, train, _test = read_splits(cfg.data, rows)
     log(f"data: {rows.total:,} rows; validation {rows.n_validation:,}, train {rows.n_train:,}, "
         f"test {rows.n_test:,}")  # fmt: skip
     for arm, error in tune_arms(cfg, arms, run_dir, train, val, log).items():
@@ -72,7 +73,16 @@ def check_request(cfg: SweepConfig) -> SplitRows:
         )
     if cfg.name is not None and (not cfg.name or "/" in cfg.name or cfg.name.startswith(".")):
         raise UsageError(f"--name {cfg.name!r} must be a plain directory name")
-    return resolve_splits(cfg.splits, check_higgs(cfg.data), source=cfg.data)
+    total = read_manifest(cfg.data)["rows"] if os.path.isdir(cfg.data) else check_higgs(cfg.data)
+    return resolve_splits(cfg.splits, total, source=cfg.data)
+
+
+def read_splits(data: str, rows: SplitRows) -> tuple:
+    """(validation, train, test) Ray Datasets, read once for the whole sweep: the same rows either way,
+    from a prepared directory (only the files of each split, in parallel) or a raw file (one pass)."""
+    if os.path.isdir(data):
+        return read_prepared(data, rows)
+    return split_higgs(read_higgs(data), rows)
 
 
 def run_dir_path(storage: str, name: str | None) -> str:
