@@ -54,7 +54,7 @@ def parse_count(value: str | None, flag: str, word: str = "auto") -> int | None:
     except ValueError:
         number = 0.5
     if not number.is_integer():
-        raise UsageError(f"{flag} must be a whole number or {word!r} (got {value!r})")
+        raise UsageError(f"{flag} must be a whole number{f' or {word!r}' if word else ''} (got {value!r})")
     return int(number)
 
 
@@ -71,6 +71,7 @@ def sweep(
     batch_size: Annotated[int, typer.Option(help="Global batch, split evenly over the workers")] = _T.batch_size,
     seed: Annotated[int, typer.Option()] = _T.seed,
     report_every: Annotated[int, typer.Option(help="Epochs between progress reports to Ray Tune")] = _T.report_every,
+    in_memory_rows: Annotated[int, typer.Option(help="A worker's shard of at most this many rows is held in memory; a larger one is streamed from Ray's object store every epoch")] = _T.in_memory_rows,
     workers: Annotated[int, typer.Option(help="Ray Train workers per arm")] = _R.workers,
     cpus_per_worker: Annotated[int, typer.Option()] = _R.cpus_per_worker,
     max_concurrent: Annotated[Optional[int], typer.Option(help="Arms training at once [default: as many as the CPUs hold]")] = None,
@@ -91,7 +92,7 @@ def sweep(
         arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
         splits=Splits(n_validation, parse_count(n_train, "--n-train", "all"), parse_count(n_test, "--n-test")),
         train=TrainConfig(batch_size=batch_size, max_epochs=max_epochs, patience=patience, seed=seed,
-                          report_every=report_every),  # fmt: skip
+                          report_every=report_every, in_memory_rows=in_memory_rows),  # fmt: skip
         resources=ResourcesConfig(workers, cpus_per_worker, max_concurrent),
         storage=storage,
         name=name,

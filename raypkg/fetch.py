@@ -38,7 +38,16 @@ def fetch(url: str, dest_dir: str, expected: Expected = UCI, timeout: float = 60
     """Download `url` into `dest_dir`; return the verified file's path."""
     final = os.path.join(dest_dir, os.path.basename(urlparse(url).path.rstrip("/")) or "HIGGS.csv.gz")
     part = final + ".part"
-    make_dest(dest_dir)
+    created = make_dest(dest_dir)
+    try:
+        return _fetch(url, final, part, expected, timeout, progress, log)
+    except BaseException:
+        if created and not os.listdir(dest_dir):
+            os.rmdir(dest_dir)  # leave no trace of a fetch that got nothing
+        raise
+
+
+def _fetch(url: str, final: str, part: str, expected: Expected, timeout: float, progress: bool, log) -> str:
     if os.path.exists(final):
         verify(final, expected, hash_file(final), on_mismatch=f"remove {final} and run again")
         log(f"fetch: {final} is already there and verified")
@@ -53,13 +62,16 @@ def fetch(url: str, dest_dir: str, expected: Expected = UCI, timeout: float = 60
     return final
 
 
-def make_dest(dest_dir: str) -> None:
+def make_dest(dest_dir: str) -> bool:
+    """Make sure `dest_dir` is a writable directory; True if this call created it."""
+    existed = os.path.isdir(dest_dir)
     try:
         os.makedirs(dest_dir, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create {dest_dir} ({e.strerror}): give a writable --dest") from None
     if not os.access(dest_dir, os.W_OK):
         raise UsageError(f"{dest_dir} is not writable: give a writable --dest")
+    return not existed
 
 
 def hash_file(path: str, hasher=None):
@@ -133,7 +145,8 @@ def copy_arrow(source: str, part: str, expected: Expected, timeout: float, progr
         fs, path = pafs.FileSystem.from_uri(uri)
         info = fs.get_file_info(path)
         if info.type != pafs.FileType.File:
-            raise UsageError(f"{source} is not a file: give a HIGGS.csv.gz URL, bucket path or file")
+            problem = "not found" if info.type == pafs.FileType.NotFound else "is not a file"
+            raise UsageError(f"{source} {problem}: give a HIGGS.csv.gz URL, bucket path or file")
         have = os.path.getsize(part) if os.path.exists(part) else 0
         if have > info.size or (expected.size is not None and info.size != expected.size):
             have = 0

@@ -1,7 +1,7 @@
 """One arm's training: the Ray Train worker loop, the only code that touches MultiWorkerMirroredStrategy.
 
-Each worker pulls its Ray Data shard into memory once, feeds it to Keras as a per-replica dataset
-(no re-sharding, no re-batching by tf.distribute), trains until patience runs out, and reports to Ray
+Each worker feeds its Ray Data shard to Keras as a per-replica dataset (no re-sharding, no re-batching
+by tf.distribute), held in memory when it is small and streamed from Ray's object store when not, trains until patience runs out, and reports to Ray
 every `report_every` epochs. Rank 0 writes the per-epoch history, TensorBoard events and result.json.
 """
 
@@ -17,9 +17,11 @@ import ray.train
 
 from raypkg.arms import Arm, build_model
 from raypkg.config import TrainConfig
-from raypkg.data import to_arrays
+from raypkg.data import FEATURES, LABEL, to_arrays
 from raypkg.keras_compat import keras, tf
 from raypkg.results import HISTORY_FILE, METRIC, RESULT_FILE, write_json
+
+STREAM_SHUFFLE_ROWS = 100_000  # shuffle window of a streamed shard (~12 MB)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -31,30 +33,29 @@ def train_loop_per_worker(config: dict) -> None:
     tf.get_logger().setLevel("ERROR")  # MWMS logs every collective at INFO
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    train_x, train_y = load_shard(f"train_{rank}")
-    val_x, val_y = load_shard(f"validation_{rank}")
-    marks["data"] = time.time()
     per_replica = tc.batch_size // world  # the global batch is split evenly, as in one-process Keras
-    train_ds = distribute(strategy, train_x, train_y, per_replica, shuffle_seed=tc.seed * 7919 + rank)
-    val_ds = distribute(strategy, val_x, val_y, per_replica)
+    rows = config["shard_rows"]  # this worker's rows of each split (equal on every worker)
+    train_ds = feed(strategy, f"train_{rank}", rows["train"], per_replica, tc, shuffle_seed=tc.seed * 7919 + rank)
+    val_ds = feed(strategy, f"validation_{rank}", rows["validation"], per_replica, tc)
+    marks["data"] = time.time()
 
     keras.utils.set_random_seed(tc.seed)
     with strategy.scope():
         model = build_model(arm, keras, seed=tc.seed)
-        compile_model(model, tc, steps_per_epoch=steps(len(train_x), per_replica), world=world)
+        compile_model(model, tc, steps_per_epoch=steps(rows["train"], per_replica), world=world)
 
     marks["model"] = time.time()
     out_dir = config["out_dir"] if rank == 0 else None
     recorder = EpochRecorder(tc, out_dir, started=config["trial_start"], marks=marks)
     callbacks = [
-        Validator(val_ds, steps(len(val_x), per_replica)),  # first: the others read its val_* logs
+        Validator(val_ds, steps(rows["validation"], per_replica)),  # first: the others read its val_* logs
         keras.callbacks.EarlyStopping(monitor=METRIC, patience=tc.patience, mode="min"),
         recorder,
     ]
     model.fit(
         train_ds,
         epochs=tc.max_epochs,
-        steps_per_epoch=steps(len(train_x), per_replica),
+        steps_per_epoch=steps(rows["train"], per_replica),
         callbacks=callbacks,
         verbose=0,
     )
@@ -64,9 +65,14 @@ def train_loop_per_worker(config: dict) -> None:
     ray.train.report(result)
 
 
-def load_shard(name: str):
-    """This worker's rows of a split, in memory: they are read every epoch."""
-    return to_arrays(ray.train.get_dataset_shard(name).iter_batches(batch_format="numpy", batch_size=None))
+def feed(strategy, shard_name: str, rows: int, per_replica: int, tc: TrainConfig, shuffle_seed: int | None = None):
+    """A repeating per-replica dataset over this worker's Ray Data shard, one pass per epoch: held in
+    memory when it has at most `tc.in_memory_rows` rows (read once), else streamed every epoch."""
+    shard = ray.train.get_dataset_shard(shard_name)
+    if rows <= tc.in_memory_rows:
+        x, y = to_arrays(shard.iter_batches(batch_format="numpy", batch_size=None))
+        return distribute(strategy, x, y, per_replica, shuffle_seed)
+    return stream(strategy, shard, per_replica, shuffle=shuffle_seed is not None)
 
 
 def limit_threads(threads: int) -> None:
@@ -91,6 +97,23 @@ def distribute(strategy, x, y, per_replica: int, shuffle_seed: int | None = None
         if shuffle_seed is not None:
             ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
         return ds.batch(per_replica).repeat().prefetch(2)
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def stream(strategy, shard, per_replica: int, shuffle: bool):
+    """The shard streamed from Ray's object store, a pass per epoch, shuffled within a window of rows."""
+    import numpy as np
+
+    def batches():
+        for b in shard.iter_batches(batch_size=per_replica, batch_format="numpy", prefetch_batches=4,
+                                    local_shuffle_buffer_size=STREAM_SHUFFLE_ROWS if shuffle else None):  # fmt: skip
+            yield np.column_stack([b[c] for c in FEATURES]), b[LABEL].reshape(-1, 1)
+
+    signature = (tf.TensorSpec((None, len(FEATURES)), tf.float32), tf.TensorSpec((None, 1), tf.float32))
+
+    def per_worker(_ctx):
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).repeat().prefetch(2)
 
     return strategy.distribute_datasets_from_function(per_worker)
 

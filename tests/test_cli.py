@@ -63,6 +63,15 @@ CASES = {
     "n-test not a number": (None, ["sweep", "--n-test", "abc"], "--n-test must be a whole number"),
     "unknown format": (None, ["sweep", "--format", "xml"], "unknown --format 'xml'"),
     "summarize non-sweep": (None, ["summarize", "."], "not a raypkg run directory"),
+    "n-train a word": (None, ["sweep", "--n-train", "lots"], "--n-train must be a whole number or 'all'"),
+    "data dir not prepared": (None, ["sweep", "--data", "."], "is a directory without manifest.json"),
+    "prepare over a file": (header_file, ["data", "prepare", "{data}", "{data}"], "already exists"),
+    "prepare bad row": (edit_line_10(lambda f: f + ["1"]), ["data", "prepare", "{data}", "out"], "line 10: 30 columns"),
+    "synth no rows": (None, ["data", "synth", "s.csv", "--rows", "0"], "--rows must be at least 1"),
+    "synth rows a word": (None, ["data", "synth", "s.csv", "--rows", "many"], "--rows must be a whole number (got"),
+    "fetch refused": (None, ["data", "fetch", "--url", "http://127.0.0.1:9/HIGGS.csv.gz", "--dest", "dl"],
+                      "cannot download http://127.0.0.1:9/HIGGS.csv.gz"),
+    "fetch missing file": (None, ["data", "fetch", "--url", "nope.csv.gz", "--dest", "dl"], "nope.csv.gz not found"),
 }
 
 

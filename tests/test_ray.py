@@ -66,6 +66,22 @@ def test_splits_are_the_files_row_ranges(ray_session):
     np.testing.assert_array_equal(as_array(test), expected[-500:])
 
 
+@pytest.mark.parametrize("splits", [SPLITS, Splits(300, 1_234, 777)])  # on file boundaries, and off them
+def test_prepared_splits_are_the_raw_files_splits(ray_session, tmp_path, splits):
+    from raypkg.prepare import PrepareConfig, prepare, read_prepared
+
+    prepared = str(tmp_path / "prepared")
+    prepare(sample_path(), prepared, PrepareConfig(n_validation=500, n_test=500, rows_per_shard=700),
+            log=lambda *_: None)  # fmt: skip
+    rows = resolve_splits(splits, 10_984)
+    expected = file_rows()
+    val, train, test = read_prepared(prepared, rows)
+    v, t = splits.n_validation, splits.n_train
+    np.testing.assert_array_equal(as_array(val), expected[:v])
+    np.testing.assert_array_equal(as_array(train), expected[v : v + t])
+    np.testing.assert_array_equal(as_array(test), expected[-splits.n_test :])
+
+
 def test_worker_shards_partition_the_train_rows_in_order(ray_session):
     from raypkg.sweep import shard_datasets
 
@@ -158,18 +174,27 @@ def test_an_existing_run_is_never_overwritten(sweep_dir):
     assert os.path.getmtime(os.path.join(sweep_dir, "summary.json")) == before
 
 
-def test_cli_sweep_then_summarize(tmp_path):
-    """The user's path: `raypkg sweep` (its own local Ray) prints JSON on stdout, `summarize` agrees."""
+def test_cli_prepare_sweep_all_rows_then_summarize(tmp_path):
+    """The user's path: `raypkg data prepare`, then `raypkg sweep` (its own local Ray) on the prepared
+    directory with every train row streamed to 2 workers, JSON on stdout; `summarize` agrees."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cli = [sys.executable, "-m", "raypkg.cli"]
+    prepared = tmp_path / "prepared"
+    prep = subprocess.run([*cli, "data", "prepare", sample_path(), str(prepared), "--rows-per-shard", "2000"],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert prep.returncode == 0, prep.stderr
     sweep = subprocess.run(
-        [*cli, "sweep", "--arms", "small", "--max-epochs", "2", "--storage", str(tmp_path), "--name", "cli",
-         "--format", "json"],
+        [*cli, "sweep", "--data", str(prepared), "--n-train", "all", "--arms", "small", "--max-epochs", "2",
+         "--workers", "2", "--in-memory-rows", "1000",  # 4,992 train rows per worker: streamed
+         "--storage", str(tmp_path), "--name", "cli", "--format", "json"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     rows = json.loads(sweep.stdout)
     assert [(r["arm"], r["status"], r["epochs"], r["stopped_by"]) for r in rows] == [("small", "done", 2, "max_epochs")]
+    result, history = arm_files(str(tmp_path / "cli"), "small")
+    assert [h["rows"] for h in history] == [9_984, 9_984]  # every row after validation; a small file has no test rows
+    assert result["workers"] == 2 and result["replicas_agree"]
     summary = subprocess.run([*cli, "summarize", str(tmp_path / "cli"), "--format", "csv"],
                              capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert summary.returncode == 0, summary.stderr

@@ -120,6 +120,22 @@ def test_train_too_large_for_file():
         resolve_splits(Splits(n_validation=1_000, n_train=20_000), total=10_984)
 
 
+def test_n_train_all_is_every_row_between_validation_and_uci_test_rows():
+    rows = resolve_splits(Splits(n_train=None), total=11_000_000)
+    assert (rows.n_validation, rows.n_train, rows.n_test) == (1_000, 10_499_000, 500_000)
+
+
+def test_n_train_all_on_a_small_file_leaves_no_test_rows_unless_asked():
+    assert resolve_splits(Splits(n_train=None), total=10_984).n_train == 9_984
+    rows = resolve_splits(Splits(n_train=None, n_test=984), total=10_984)
+    assert (rows.n_train, rows.n_test) == (9_000, 984)
+
+
+def test_n_train_all_with_nothing_left():
+    with pytest.raises(UsageError, match="none left to train on"):
+        resolve_splits(Splits(n_validation=1_000, n_train=None, n_test=9_984), total=10_984)
+
+
 def test_boundaries():
     rows = resolve_splits(Splits(n_validation=100, n_train=400, n_test=1_000), total=10_984)
     assert rows.boundaries() == [100, 500, 9_984]
@@ -321,6 +337,7 @@ def test_load_rows_needs_sweep_json(tmp_path):
     "change, flag",
     [({"train": TrainConfig(report_every=0)}, "--report-every"),
      ({"train": TrainConfig(patience=0)}, "--patience"),
+     ({"train": TrainConfig(in_memory_rows=-1)}, "--in-memory-rows must be 0"),
      ({"resources": ResourcesConfig(workers=3)}, "does not split evenly over --workers 3")],
 )  # fmt: skip
 def test_check_request_refuses_impossible_settings(change, flag):

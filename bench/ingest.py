@@ -1,0 +1,110 @@
+"""Rows per second of `raypkg data prepare` beside the readers a user would otherwise pick, in one run.
+
+    .venv/bin/python bench/ingest.py [--rows 1e6] [--file PATH]
+
+On one HIGGS-format .csv.gz (synthesized unless --file is given), each reader goes through every row:
+- tutorial:  the TensorFlow tutorial's pipeline, tf.data.experimental.CsvDataset(compression_type="GZIP")
+             -> batch(10000).map(pack_row).unbatch() -> batch(500), iterated to the end;
+- pyarrow:   pyarrow.csv.read_csv of the whole file into one table (the fastest raw parse, no checks);
+- prepare:   raypkg's one pass: parse, check every row, hash the source, write Parquet shards + manifest;
+- parquet:   reading the prepared train split back (what every sweep does instead of parsing CSV).
+Ratios are against the tutorial pipeline and against pyarrow, measured in this same run.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from raypkg.data import COLUMNS, SCHEMA  # noqa: E402
+
+
+def tutorial(path: str) -> int:
+    import tensorflow as tf
+
+    def pack_row(*row):
+        return tf.stack(row[1:], 1), row[0]
+
+    ds = tf.data.experimental.CsvDataset(path, [float()] * len(COLUMNS), compression_type="GZIP")
+    rows = 0
+    for _x, y in ds.batch(10_000).map(pack_row).unbatch().batch(500):
+        rows += int(y.shape[0])
+    return rows
+
+
+def pyarrow_read(path: str) -> int:
+    from pyarrow import csv
+
+    table = csv.read_csv(path, read_options=csv.ReadOptions(column_names=list(COLUMNS)),
+                         convert_options=csv.ConvertOptions(column_types=SCHEMA))  # fmt: skip
+    return table.num_rows
+
+
+def prepare_once(path: str, dest: str) -> int:
+    from raypkg.prepare import prepare
+
+    return prepare(path, dest, log=lambda *a: None)["rows"]
+
+
+def parquet_read(dest: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(os.path.join(dest, "train")).num_rows + pq.read_table(os.path.join(dest, "test")).num_rows
+
+
+def timed(fn, *args) -> tuple[int, float]:
+    start = time.perf_counter()
+    rows = fn(*args)
+    return rows, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=float, default=1e6)
+    parser.add_argument("--file", help="an existing HIGGS-format .csv.gz [default: synthesize --rows rows]")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "ingest.json"))
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="raypkg-bench-ingest-")
+    try:
+        path = args.file
+        if not path:
+            from raypkg.synth import write_synth
+
+            path = write_synth(os.path.join(work, "higgs.csv.gz"), int(args.rows), seed=0, log=lambda *a: None)
+        dest = os.path.join(work, "prepared")
+        results = {
+            "pyarrow": timed(pyarrow_read, path),
+            "prepare": timed(prepare_once, path, dest),
+            "parquet": timed(parquet_read, dest),
+            "tutorial": timed(tutorial, path),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = {name: r for name, (r, _) in results.items()}
+    assert len({rows["pyarrow"], rows["prepare"], rows["tutorial"]}) == 1, rows  # every reader saw every row
+    rate = {name: r / s for name, (r, s) in results.items()}
+    table = [
+        {"reader": name, "rows": r, "seconds": round(s, 2), "rows_per_s": round(rate[name]),
+         "vs_tutorial": round(rate[name] / rate["tutorial"], 2), "vs_pyarrow": round(rate[name] / rate["pyarrow"], 2)}
+        for name, (r, s) in results.items()
+    ]  # fmt: skip
+    print(f"{'reader':<10}{'rows':>12}{'s':>8}{'rows/s':>12}{'x tutorial':>12}{'x pyarrow':>11}")
+    for row in table:
+        print(f"{row['reader']:<10}{row['rows']:>12,}{row['seconds']:>8.2f}{row['rows_per_s']:>12,}"
+              f"{row['vs_tutorial']:>12.2f}{row['vs_pyarrow']:>11.2f}")  # fmt: skip
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"file": args.file or f"synth {int(args.rows):,} rows (gzip)", "cpus": os.cpu_count(),
+                   "results": table}, f, indent=1)  # fmt: skip
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
