@@ -6,11 +6,9 @@ label (1 signal, 0 background), then 28 features. Plain or gzip.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -106,8 +104,8 @@ def is_gzip(path: str) -> bool:
 class HiggsScan:
     """One streaming pass over a HIGGS-format file: checked float32 Arrow tables, in file order.
 
-    The text is cut into chunks of whole lines; pyarrow parses each chunk (multi-threaded) and numpy
-    checks labels and finiteness. Only a chunk pyarrow refuses is re-read line by line in Python, to
+    A background thread reads, hashes and decompresses the file into chunks of whole lines; pyarrow
+    parses each chunk (multi-threaded) and checks labels and finiteness. Only a chunk pyarrow refuses is re-read line by line in Python, to
     name the bad line. Memory holds one chunk, whatever the file's size. With `skip_bad` bad rows
     are dropped and counted (`bad_rows`, first few in `bad_examples`); otherwise the first one raises.
     After the pass: `rows` kept, `lines` read, `raw_bytes` and `sha256` of the file as stored.
@@ -124,7 +122,7 @@ class HiggsScan:
         return self._hash.hexdigest()
 
     def __iter__(self) -> Iterator:
-        for first_line, text in self._chunks():
+        for first_line, text in in_background(self._chunks()):  # decompressing overlaps parsing
             table = self._parse(text, first_line)
             self.rows += table.num_rows
             if table.num_rows:
@@ -136,15 +134,16 @@ class HiggsScan:
         """(number of the first line, whole lines of text) of the decompressed file."""
         with open(self.path, "rb") as raw:
             source = _Hashing(raw, self)
-            stream = gzip.GzipFile(fileobj=source, mode="rb") if is_gzip(self.path) else source
+            gz = is_gzip(self.path)
+            stream = pa.CompressedInputStream(pa.PythonFile(source, mode="r"), "gzip") if gz else source
             carry, broken = b"", None
             while not broken:
                 pieces, size = [carry], len(carry)
                 try:
-                    while size < self.chunk_bytes and (piece := stream.read1(1 << 20)):
+                    while size < self.chunk_bytes and (piece := stream.read(1 << 20)):
                         pieces.append(piece)  # 1 MB at a time: a cut gzip still gives the lines before the cut
                         size += len(piece)
-                except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                except OSError as e:  # pyarrow: "Truncated compressed stream", "zlib inflate failed: ..."
                     broken = e
                 text = b"".join(pieces)
                 if size == len(carry) and not broken:
@@ -165,19 +164,22 @@ class HiggsScan:
 
     def _parse(self, text: bytes, first_line: int):
         import numpy as np
+        import pyarrow.compute as pc
 
         try:
             table = csv.read_csv(pa.py_buffer(text), read_options=_READ, parse_options=_PARSE, convert_options=_CONVERT)
         except pa.ArrowInvalid:  # a row pyarrow cannot parse: find it (and any others) line by line
             return self._parse_lines(text, first_line)
-        arrays = [c.to_numpy() for c in table.columns]
-        bad = ~np.isin(arrays[0], (0.0, 1.0)) | ~np.isfinite(np.column_stack(arrays[1:])).all(axis=1)
-        if not bad.any():
+        label = table.column(0)
+        good = pc.or_(pc.equal(label, 0.0), pc.equal(label, 1.0))
+        for column in table.columns[1:]:
+            good = pc.and_(good, pc.is_finite(column))
+        if pc.all(good).as_py():
             return table
-        for index in np.flatnonzero(bad):
+        for index in np.flatnonzero(~good.to_numpy(zero_copy_only=False)):
             number = first_line + int(index)
             self._bad(number, line_problem(_line(text, int(index)), number))
-        return table.filter(pa.array(~bad))
+        return table.filter(good)
 
     def _parse_lines(self, text: bytes, first_line: int):
         import numpy as np
@@ -201,6 +203,41 @@ class HiggsScan:
             self.bad_examples.append(f"line {number:,}: {problem}")
 
 
+def in_background(items: Iterator, depth: int = 2) -> Iterator:
+    """The items of `items`, produced by a thread up to `depth` ahead; its exceptions re-raised here."""
+    import queue
+    import threading
+
+    done, stop = object(), threading.Event()
+    ahead: queue.Queue = queue.Queue(depth)
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                return ahead.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in items:
+                put(item)
+                if stop.is_set():
+                    return
+            put(done)
+        except BaseException as e:  # handed to the consumer
+            put(e)
+
+    threading.Thread(target=produce, daemon=True, name="raypkg-read").start()
+    try:
+        while (item := ahead.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the consumer stopped early: let the producer end
+
+
 class _Hashing:
     """A read-only file wrapper that feeds every byte read to the scan's sha256."""
 
@@ -213,7 +250,18 @@ class _Hashing:
         self.scan.raw_bytes += len(data)
         return data
 
-    read1 = read
+    def readable(self) -> bool:  # what pyarrow.PythonFile asks of a file object
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+    def close(self) -> None:
+        pass  # the `with open(...)` closes the file
 
 
 def _line(text: bytes, index: int) -> str:

@@ -31,6 +31,7 @@ from raypkg.fetch import UCI
 MANIFEST = "manifest.json"
 FORMAT = "raypkg-higgs-parquet/1"
 SPLITS = ("validation", "train", "test")
+PARQUET = {"use_dictionary": False, "compression": "snappy"}  # dictionaries of floats: 5x slower writes, bigger files
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class ShardWriter:
         start = self.files[-1]["start"] + self.files[-1]["rows"] if self.files else 0
         path = os.path.join(self.root, f"part-{len(self.files):05d}.parquet")
         self.files.append({"path": path, "start": start, "rows": 0})
-        self._writer = pq.ParquetWriter(path, SCHEMA)
+        self._writer = pq.ParquetWriter(path, SCHEMA, **PARQUET)
 
     def _flush(self) -> None:
         if self._pending:
@@ -159,8 +160,8 @@ class ShardWriter:
                 table = pq.read_table(f["path"])
                 keep = row - f["start"]
                 tail = {"path": f["path"].replace(".parquet", "-tail.parquet"), "start": row, "rows": f["rows"] - keep}
-                pq.write_table(table.slice(keep), tail["path"], row_group_size=self.row_group_rows)
-                pq.write_table(table.slice(0, keep), f["path"], row_group_size=self.row_group_rows)
+                pq.write_table(table.slice(keep), tail["path"], row_group_size=self.row_group_rows, **PARQUET)
+                pq.write_table(table.slice(0, keep), f["path"], row_group_size=self.row_group_rows, **PARQUET)
                 f["rows"] = keep
                 self.files.insert(i + 1, tail)
                 break

@@ -345,3 +345,12 @@ def test_check_request_refuses_impossible_settings(change, flag):
 
     with pytest.raises(UsageError, match=flag):
         check_request(SweepConfig(data=sample_path(), splits=Splits(n_train=9_000), **change))
+
+
+def test_concatenated_gzip_members_are_one_file(tmp_path):
+    """gzip files may hold several members (e.g. `cat a.gz b.gz`); a member may end mid-line."""
+    with gzip.open(sample_path(), "rb") as f:
+        text = f.read()
+    path = tmp_path / "two.csv.gz"
+    path.write_bytes(gzip.compress(text[:500_000]) + gzip.compress(text[500_000:]))
+    assert check_higgs(str(path)) == 10_984
