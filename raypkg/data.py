@@ -227,6 +227,8 @@ def in_background(items: Iterator, depth: int = 2) -> Iterator:
             put(done)
         except BaseException as e:  # handed to the consumer
             put(e)
+        finally:
+            getattr(items, "close", lambda: None)()  # a generator closes its file now, not at garbage collection
 
     threading.Thread(target=produce, daemon=True, name="raypkg-read").start()
     try:

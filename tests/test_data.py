@@ -205,6 +205,12 @@ def test_prepare_refuses_an_existing_destination(tmp_path):
         prepare(sample_path(), str(tmp_path / "p"), **QUIET)
 
 
+def test_prepare_unwritable_destination(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match=r"cannot write in .*file: it is a file, not a directory"):
+        prepare(sample_path(), str(tmp_path / "file" / "p"), **QUIET)
+
+
 def corrupt_copy(tmp_path: Path, line: int, text: str) -> str:
     """The sample as plain text, with 1-based `line` replaced by `text`."""
     lines = gzip.decompress(SAMPLE_BYTES).decode().splitlines(keepends=True)
