@@ -242,7 +242,7 @@ def test_header_row(tmp_path, real_lines):
 
 
 def test_bad_row_after_the_first_block(tmp_path):
-    """Rows are read in ~4 MB blocks: a bad row past the first block still gets its own line number."""
+    """A bad row deep in a gzip file still gets its own line number."""
     with gzip.open(sample_path(), "rt") as f:
         lines = f.readlines() * 2  # 21,968 rows, ~6.5 MB
     path = write(tmp_path / "big.csv.gz", with_row(lines, 20_000, set_field(0, "2")), gz=True)
