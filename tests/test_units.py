@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from raypkg.arms import ARMS, build_model, get_arms
+from raypkg.arms import ARMS, Arm, build_model, get_arms, make_arm
 from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
 from raypkg.data import SplitRows, check_higgs, resolve_splits, sample_path
 from raypkg.errors import UsageError
@@ -19,14 +19,16 @@ from raypkg.results import format_rows, load_rows
 
 # --- arms -------------------------------------------------------------------------------------
 
-EXPECTED_PARAMS = {
+TUTORIAL_PARAMS = {
     "tiny": 481, "small": 753, "medium": 10_241,
     "large": 803_329, "l2": 803_329, "dropout": 803_329, "combined": 803_329,
 }  # fmt: skip
-# (l2, dropout) of each arm's hidden layers, as the TensorFlow "Overfit and underfit" tutorial sets them
+EXPECTED_PARAMS = {**TUTORIAL_PARAMS, "l1": 803_329, "l1_l2": 803_329}
+# (l1, l2, dropout) of each arm's hidden layers, as the TensorFlow "Overfit and underfit" tutorial sets them
 EXPECTED_REGULARIZATION = {
-    "tiny": (0, 0), "small": (0, 0), "medium": (0, 0), "large": (0, 0),
-    "l2": (0.001, 0), "dropout": (0, 0.5), "combined": (0.0001, 0.5),
+    "tiny": (0, 0, 0), "small": (0, 0, 0), "medium": (0, 0, 0), "large": (0, 0, 0),
+    "l2": (0, 0.001, 0), "dropout": (0, 0, 0.5), "combined": (0, 0.0001, 0.5),
+    "l1": (0.001, 0, 0), "l1_l2": (0.001, 0.001, 0),
 }  # fmt: skip
 
 
@@ -48,7 +50,7 @@ def test_built_model_matches_arm(keras, name):
     model = build_model(arm, keras)
     assert model.count_params() == arm.param_count() == EXPECTED_PARAMS[name]
 
-    l2, rate = EXPECTED_REGULARIZATION[name]
+    l1, l2, rate = EXPECTED_REGULARIZATION[name]
     *body, out = model.layers
     dense = [layer for layer in body if isinstance(layer, keras.layers.Dense)]
     assert [layer.units for layer in dense] == list(arm.hidden)
@@ -59,8 +61,9 @@ def test_built_model_matches_arm(keras, name):
         assert body == dense
     for layer in dense:
         assert layer.activation.__name__ == "elu"
-        if l2:
-            assert layer.kernel_regularizer.get_config()["l2"] == pytest.approx(l2)
+        if l1 or l2:
+            config = layer.kernel_regularizer.get_config()
+            assert (config.get("l1", 0), config.get("l2", 0)) == (pytest.approx(l1), pytest.approx(l2))
         else:
             assert layer.kernel_regularizer is None
 
@@ -71,8 +74,33 @@ def test_built_model_matches_arm(keras, name):
 
 
 @pytest.mark.parametrize("names", [None, []])
-def test_get_arms_defaults_to_all(names):
-    assert [a.name for a in get_arms(names)] == list(EXPECTED_PARAMS)
+def test_get_arms_defaults_to_the_tutorials_seven(names):
+    assert [a.name for a in get_arms(names)] == list(TUTORIAL_PARAMS)
+
+
+def test_study_arm_from_layers_and_units():
+    arm = make_arm("wide", {"layers": 2, "units": 256, "activation": "relu", "l1": 1e-4, "dropout": 0.2})
+    assert arm == Arm("wide", (256, 256), dropout=0.2, activation="relu", l1=1e-4)
+    assert make_arm("mine", {"hidden": [32, 8]}).param_count() == 28 * 32 + 32 + 32 * 8 + 8 + 9
+
+
+def test_study_arms_are_found_by_name():
+    extra = {"wide": make_arm("wide", {"hidden": [8]})}
+    assert [a.name for a in get_arms(["wide", "tiny"], extra)] == ["wide", "tiny"]
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [({"hidden": [16], "units": 3, "colour": 1}, "unknown key 'colour'"),
+     ({"units": 16}, "give `hidden = [units, ...]` or both `layers` and `units`"),
+     ({"hidden": [16, 0]}, "hidden layers must be a non-empty list of positive whole numbers"),
+     ({"hidden": [16], "activation": "wiggle"}, "activation 'wiggle' is not one of"),
+     ({"hidden": [16], "dropout": 1.0}, "dropout must be a number in [0, 1)"),
+     ({"hidden": [16], "l2": -1}, "l2 must be a number >= 0")],
+)  # fmt: skip
+def test_bad_study_arm(spec, problem):
+    with pytest.raises(UsageError, match=re.escape(f"study.toml, arm 'x': {problem}")):
+        make_arm("x", spec, where="study.toml")
 
 
 def test_get_arms_keeps_given_order():
