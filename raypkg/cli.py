@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from functools import wraps
 from typing import Annotated, Optional
@@ -58,50 +59,91 @@ def parse_count(value: str | None, flag: str, word: str = "auto") -> int | None:
     return int(number)
 
 
+O = Optional  # every sweep setting defaults to None here: "not given", so a study file's value stands
+
+
 @app.command()
 @one_line_errors
 def sweep(
-    data: Annotated[Optional[str], typer.Option(help="HIGGS-format .csv/.csv.gz, or a directory made by `raypkg data prepare` [default: the shipped 10,984-row sample]")] = None,
-    arms: Annotated[str, typer.Option(help="Comma-separated arm names [default: all, see `raypkg arms`]")] = "",
-    n_validation: Annotated[int, typer.Option(help="Validation rows: the file's first rows")] = _S.n_validation,
-    n_train: Annotated[Optional[str], typer.Option(help=f"Training rows: the rows after validation, or 'all' up to the test rows [default: {_S.n_train:,}; 9,000 for the shipped sample, leaving 984 test rows]")] = None,
-    n_test: Annotated[str, typer.Option(help="Test rows: the file's last rows; auto = UCI's 500,000 or what is left")] = "auto",
-    max_epochs: Annotated[int, typer.Option()] = _T.max_epochs,
-    patience: Annotated[int, typer.Option(help="Epochs without a new min val_binary_crossentropy before stopping")] = _T.patience,
-    batch_size: Annotated[int, typer.Option(help="Global batch, split evenly over the workers")] = _T.batch_size,
-    seed: Annotated[int, typer.Option()] = _T.seed,
-    report_every: Annotated[int, typer.Option(help="Epochs between progress reports to Ray Tune")] = _T.report_every,
-    in_memory_rows: Annotated[int, typer.Option(help="A worker's shard of at most this many rows is held in memory; a larger one is streamed from Ray's object store every epoch")] = _T.in_memory_rows,
-    workers: Annotated[int, typer.Option(help="Ray Train workers per arm")] = _R.workers,
-    cpus_per_worker: Annotated[int, typer.Option()] = _R.cpus_per_worker,
-    max_concurrent: Annotated[Optional[int], typer.Option(help="Arms training at once [default: as many as the CPUs hold]")] = None,
-    storage: Annotated[str, typer.Option(help="Directory that holds run directories")] = SweepConfig.storage,
-    name: Annotated[Optional[str], typer.Option(help="Run directory name [default: sweep-<date>-<time>]")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]")] = None,
+    study: Annotated[O[str], typer.Option(help="TOML study file (see jobs/studies/); the flags below override it")] = None,
+    resume: Annotated[O[str], typer.Option(help="Continue the sweep NAME in --storage with its stored settings: done trials are kept, the rest continue from their last checkpoint")] = None,
+    data: Annotated[O[str], typer.Option(help="HIGGS-format .csv/.csv.gz, or a directory made by `raypkg data prepare` [default: the shipped 10,984-row sample]")] = None,
+    arms: Annotated[O[str], typer.Option(help="Comma-separated arm names [default: the tutorial's seven; see `raypkg arms`]")] = None,
+    n_validation: Annotated[O[int], typer.Option(help=f"Validation rows: the file's first rows [default: {_S.n_validation:,}]")] = None,
+    n_train: Annotated[O[str], typer.Option(help=f"Training rows after validation, or 'all' up to the test rows [default: {_S.n_train:,}; 9,000 for the shipped sample]")] = None,
+    train_sizes: Annotated[O[str], typer.Option(help="Grid of training-set sizes, e.g. 1e3,1e4,all (each the first rows of the train split) [default: --n-train]")] = None,
+    n_test: Annotated[O[str], typer.Option(help="Test rows: the file's last rows; auto = UCI's 500,000 or what is left [default: auto]")] = None,
+    seeds: Annotated[O[int], typer.Option(help="Seeds per arm and size: --seed, --seed+1, ... [default: 1]")] = None,
+    seed: Annotated[O[int], typer.Option(help=f"First seed: initial weights and data order [default: {_T.seed}]")] = None,
+    max_epochs: Annotated[O[int], typer.Option(help=f"[default: {_T.max_epochs:,}]")] = None,
+    patience: Annotated[O[int], typer.Option(help=f"Epochs without a new min val_binary_crossentropy before a trial stops [default: {_T.patience}]")] = None,
+    batch_size: Annotated[O[int], typer.Option(help=f"Global batch, split evenly over the workers [default: {_T.batch_size}]")] = None,
+    scheduler: Annotated[O[str], typer.Option(help="none, or asha: also stop trials that trail the others (on val BCE) [default: none]")] = None,
+    report_every: Annotated[O[int], typer.Option(help=f"Epochs between progress reports to Ray Tune [default: {_T.report_every}]")] = None,
+    checkpoint_every: Annotated[O[int], typer.Option(help=f"Epochs between checkpoints for resume and worker failures [default: {_T.checkpoint_every}]")] = None,
+    max_failures: Annotated[O[int], typer.Option(help=f"Times a trial's dead workers are replaced [default: {_T.max_failures}]")] = None,
+    in_memory_rows: Annotated[O[int], typer.Option(help=f"A worker's shard of at most this many rows is held in memory, a larger one streamed every epoch [default: {_T.in_memory_rows:,}]")] = None,
+    workers: Annotated[O[int], typer.Option(help=f"Ray Train workers per trial [default: {_R.workers}]")] = None,
+    cpus_per_worker: Annotated[O[int], typer.Option(help=f"[default: {_R.cpus_per_worker}]")] = None,
+    gpus_per_worker: Annotated[O[float], typer.Option(help="> 0 trains on GPUs [default: 0]")] = None,
+    max_concurrent: Annotated[O[int], typer.Option(help="Trials at once [default: as many as the CPUs/GPUs hold]")] = None,
+    storage: Annotated[O[str], typer.Option(help=f"Directory that holds run directories [default: {SweepConfig.storage}]")] = None,
+    name: Annotated[O[str], typer.Option(help="Run directory name [default: sweep-<date>-<time>]")] = None,
+    address: Annotated[O[str], typer.Option(help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]")] = None,
     format: Annotated[str, typer.Option(help="Summary format: table, csv or json")] = "table",
+    by: Annotated[str, typer.Option(help="Summary rows: group (arm and size, mean and sd over seeds) or trial")] = "group",
 ) -> None:
-    """Train each arm as a Ray Tune trial of a Ray Train TensorflowTrainer, then print the summary."""
-    from raypkg.data import sample_path
+    """Train each arm x size x seed as a Ray Tune trial of a Ray Train TensorflowTrainer, then print the summary."""
+    given = {k: v for k, v in locals().items() if v is not None}  # the flags on the command line
+    flags = {k: v for k, v in given.items() if k not in ("study", "resume", "address", "format", "by")}
     from raypkg.results import format_rows, load_rows
     from raypkg.sweep import run_sweep
 
-    if n_train is None:
-        n_train = str(_S.n_train if data else SAMPLE_N_TRAIN)
-    cfg = SweepConfig(
-        data=data or sample_path(),
-        arms=tuple(a.strip() for a in arms.split(",") if a.strip()),
-        splits=Splits(n_validation, parse_count(n_train, "--n-train", "all"), parse_count(n_test, "--n-test")),
-        train=TrainConfig(batch_size=batch_size, max_epochs=max_epochs, patience=patience, seed=seed,
-                          report_every=report_every, in_memory_rows=in_memory_rows),  # fmt: skip
-        resources=ResourcesConfig(workers, cpus_per_worker, max_concurrent),
-        storage=storage,
-        name=name,
-    )
-    format_rows([], format)  # an unknown format fails now, not after the sweep
+    format_rows([], format, by)  # an unknown format fails now, not after the sweep
+    cfg = resumed_config(resume, flags) if resume else sweep_config(study, flags)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the summary alone; Tune prints too
-        run_dir = run_sweep(cfg, address=address, log=print)
-    print(format_rows(load_rows(run_dir), format))
+        run_dir = run_sweep(cfg, address=address, log=print, resume=bool(resume))
+    print(format_rows(load_rows(run_dir), format, by))
     print(f"results: {run_dir}", file=sys.stderr)
+
+
+def sweep_config(study: str | None, flags: dict) -> SweepConfig:
+    """Defaults, then the study file, then the flags given."""
+    from raypkg.data import sample_path
+    from raypkg.study import build_config, load_study
+
+    settings = load_study(study) if study else {}
+    if "n_train" in flags and "train_sizes" in flags:
+        raise UsageError("give --n-train or --train-sizes, not both")
+    if "n_train" in flags:
+        flags["train_sizes"] = flags.pop("n_train")
+    if "n_test" in flags:
+        flags["n_test"] = parse_count(flags["n_test"], "--n-test")
+    settings.update(flags)
+    if not settings.get("data"):
+        settings["data"] = sample_path()
+        settings.setdefault("train_sizes", [SAMPLE_N_TRAIN])  # leaves the sample's last 984 rows for test
+    return build_config(settings, where=study or "the command line")
+
+
+def resumed_config(name: str, flags: dict) -> SweepConfig:
+    """The stored settings of the sweep to resume; only where it lives may be given again."""
+    import json
+    import os
+
+    from raypkg.results import SWEEP_FILE
+
+    storage = flags.pop("storage", SweepConfig.storage)
+    if flags.pop("name", name) != name:
+        raise UsageError("give the sweep to resume as --resume NAME, without a different --name")
+    if flags:
+        flag = "--" + next(iter(flags)).replace("_", "-")
+        raise UsageError(f"{flag} cannot change on --resume: a resumed sweep keeps its stored settings")
+    path = os.path.join(storage, name, SWEEP_FILE)
+    if not os.path.isfile(path):
+        raise UsageError(f"no sweep to resume at {os.path.join(storage, name)}: check --storage and the name")
+    with open(path) as f:
+        return dataclasses.replace(SweepConfig.from_dict(json.load(f)["config"]), storage=storage, name=name)
 
 
 @app.command()
@@ -109,11 +151,13 @@ def sweep(
 def summarize(
     run_dir: Annotated[str, typer.Argument(help="A sweep's run directory")],
     format: Annotated[str, typer.Option(help="table, csv or json")] = "table",
+    by: Annotated[str, typer.Option(help="group: a row per arm and size, mean and sd over seeds; trial: a row per trial")] = "group",
 ) -> None:
-    """One row per arm: epochs, best epoch, min val BCE and the metrics there, wall time, why it stopped."""
+    """Min val BCE, best epoch, test BCE/AUC of the best weights, per arm and size (or per trial)."""
     from raypkg.results import format_rows, load_rows
 
-    print(format_rows(load_rows(run_dir), format))
+    format_rows([], format, by)
+    print(format_rows(load_rows(run_dir), format, by))
 
 
 @data_app.command()

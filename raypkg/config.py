@@ -29,6 +29,8 @@ class TrainConfig:
     seed: int = 0  # initial weights and shuffling
     jit_compile: bool = True  # XLA-compiled train step: ~1.3x faster Large epochs on CPU
     report_every: int = 10  # epochs per report to Ray Tune; each report may wait ~2 s for Ray Train
+    checkpoint_every: int = 50  # epochs between checkpoints: a restarted trial loses at most this many
+    max_failures: int = 2  # times a trial's Train workers are replaced after one dies (Ray Train FailureConfig)
     in_memory_rows: int = 2_000_000  # a worker's shard up to this size (~230 MB) is held in memory; larger streams
 
 
@@ -36,7 +38,8 @@ class TrainConfig:
 class ResourcesConfig:
     workers: int = 1  # Train workers per trial (MultiWorkerMirroredStrategy replicas)
     cpus_per_worker: int = 1
-    max_concurrent: int | None = None  # None: as many trials as the CPUs hold
+    max_concurrent: int | None = None  # None: as many trials as the CPUs (or GPUs) hold
+    gpus_per_worker: float = 0  # > 0: the workers train on GPUs
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,23 @@ class SweepConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     storage: str = "./raypkg_results"
     name: str | None = None  # None: sweep-YYYYmmdd-HHMMSS
+    train_sizes: tuple[int | None, ...] = ()  # grid: train on the first n train rows; () = the whole train split
+    seeds: int = 1  # grid: seeds train.seed, train.seed + 1, ...
+    scheduler: str = "none"  # "asha": also stop trials that trail the others at each rung
+    custom_arms: tuple[dict, ...] = ()  # a study's own arms, as Arm fields
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepConfig:
+        """The inverse of to_dict (sweep.json holds it): nested dataclasses and tuples rebuilt."""
+        return cls(**{
+            **d,
+            "arms": tuple(d["arms"]),
+            "splits": Splits(**d["splits"]),
+            "train": TrainConfig(**d["train"]),
+            "resources": ResourcesConfig(**d["resources"]),
+            "train_sizes": tuple(d.get("train_sizes", ())),
+            "custom_arms": tuple(d.get("custom_arms", ())),
+        })  # fmt: skip

@@ -1,4 +1,4 @@
-"""A sweep's files on disk, read back as one tidy row per arm. No Ray, no TensorFlow."""
+"""A sweep's files on disk, read back as one tidy row per trial (or per arm and size). No Ray, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ SUMMARY_FILE = "summary.json"  # written when a sweep ends: its presence means t
 HISTORY_FILE = "history.csv"  # one row per epoch, appended by rank 0 while the arm trains
 RESULT_FILE = "result.json"  # written by rank 0 once the arm finished
 ERROR_FILE = "error.txt"  # why an arm failed
+BEST_WEIGHTS_FILE = "best_weights.npz"  # the best epoch's weights: np.load(...) -> model.set_weights
 
-COLUMNS = (  # (key, header, format) of the summary table
-    ("arm", "arm", "{}"),
+TRIAL_COLUMNS = (  # (key, header, format) of the per-trial table
+    ("trial", "trial", "{}"),
     ("status", "status", "{}"),
     ("params", "params", "{:,}"),
     ("workers", "workers", "{}"),
@@ -29,9 +30,20 @@ COLUMNS = (  # (key, header, format) of the summary table
     ("val_accuracy_at_best", "val acc@best", "{:.3f}"),
     ("val_auc_at_best", "val AUC@best", "{:.3f}"),
     (f"final_{METRIC}", "final val BCE", "{:.4f}"),
+    ("test_binary_crossentropy", "test BCE", "{:.4f}"),
+    ("test_auc", "test AUC", "{:.3f}"),
     ("wall_s", "wall s", "{:.0f}"),
     ("stopped_by", "stopped by", "{}"),
 )
+GROUP_METRICS = (  # per-trial values summarized over seeds as mean and standard deviation
+    ("best_epoch", "best", "{:.0f}"),
+    (f"min_{METRIC}", "min val BCE", "{:.4f}"),
+    ("binary_crossentropy_at_best", "train BCE@best", "{:.4f}"),
+    ("val_auc_at_best", "val AUC@best", "{:.3f}"),
+    ("test_binary_crossentropy", "test BCE", "{:.4f}"),
+    ("test_auc", "test AUC", "{:.3f}"),
+)
+TABLES = ("group", "trial")
 
 
 def arm_dir(run_dir: str, arm: str) -> str:
@@ -51,21 +63,27 @@ def read_history(path: str) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def load_rows(run_dir: str) -> list[dict]:
-    """One row per arm, in the sweep's arm order, from history.csv (+ result.json / error.txt)."""
+def load_sweep(run_dir: str) -> dict:
     sweep_file = os.path.join(run_dir, SWEEP_FILE)
     if not os.path.isfile(sweep_file):
         raise UsageError(f"{run_dir} is not a raypkg run directory (no {SWEEP_FILE}): give a sweep's directory")
     with open(sweep_file) as f:
-        sweep = json.load(f)
+        return json.load(f)
+
+
+def load_rows(run_dir: str) -> list[dict]:
+    """One row per trial, in the grid's order, from history.csv (+ result.json / error.txt)."""
+    sweep = load_sweep(run_dir)
     finished = os.path.exists(os.path.join(run_dir, SUMMARY_FILE))
-    return [arm_row(arm_dir(run_dir, arm["name"]), arm, finished) for arm in sweep["arms"]]
+    return [trial_row(arm_dir(run_dir, t["name"]), t, finished) for t in sweep["trials"]]
 
 
-def arm_row(path: str, arm: dict, sweep_finished: bool) -> dict:
+def trial_row(path: str, trial: dict, sweep_finished: bool) -> dict:
     from raypkg.arms import Arm
 
-    row: dict = {"arm": arm["name"], "params": Arm(**arm).param_count()}
+    arm = trial["arm"]
+    row: dict = {"trial": trial["name"], "arm": arm["name"], "n_train": trial["n_train"], "seed": trial["seed"],
+                 "params": Arm(**{**arm, "hidden": tuple(arm["hidden"])}).param_count()}  # fmt: skip
     history = os.path.join(path, HISTORY_FILE)
     epochs = read_history(history) if os.path.exists(history) else []
     if epochs:
@@ -82,13 +100,43 @@ def arm_row(path: str, arm: dict, sweep_finished: bool) -> dict:
     if os.path.exists(os.path.join(path, RESULT_FILE)):
         with open(os.path.join(path, RESULT_FILE)) as f:
             result = json.load(f)
-        row.update(status="done", workers=result["workers"], wall_s=result["wall_s"], stopped_by=result["stopped_by"])
+        row.update(status="done", workers=result.get("workers"), wall_s=result.get("wall_s"),
+                   stopped_by=result["stopped_by"], attempts=result.get("attempts"),
+                   **{k: v for k, v in result.items() if k.startswith("test_")})  # fmt: skip
     elif os.path.exists(os.path.join(path, ERROR_FILE)):
         with open(os.path.join(path, ERROR_FILE)) as f:
             row.update(status="failed", error=error_line(f.read()))
     else:
         row["status"] = "incomplete" if sweep_finished else ("running" if epochs else "pending")
     return row
+
+
+def group_rows(rows: list[dict]) -> list[dict]:
+    """One row per (arm, train size), in the grid's order: mean and standard deviation over the seeds
+    that finished (`seeds` counts them; `seeds_total` the grid's)."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["arm"], row["n_train"]), []).append(row)
+    out = []
+    for (arm, n_train), members in groups.items():
+        done = [r for r in members if r["status"] == "done"]
+        group = {"arm": arm, "n_train": n_train, "seeds": len(done), "seeds_total": len(members),
+                 "status": summarize_status(members)}  # fmt: skip
+        for key, _, _ in GROUP_METRICS:
+            values = [r[key] for r in done if r.get(key) is not None]
+            group[f"{key}_mean"] = statistics.fmean(values) if values else None
+            group[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(group)
+    return out
+
+
+def summarize_status(members: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for row in members:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return next(iter(counts)) if len(counts) == 1 else " ".join(f"{n} {s}" for s, n in counts.items())
 
 
 def error_line(text: str) -> str:
@@ -99,27 +147,38 @@ def error_line(text: str) -> str:
     return line if len(line) <= 300 else line[:300] + "..."
 
 
-def format_rows(rows: list[dict], fmt: str) -> str:
+def format_rows(rows: list[dict], fmt: str, by: str = "trial") -> str:
+    """Trial rows (as load_rows gives them) as a table, CSV or JSON, per trial or grouped over seeds."""
+    if by not in TABLES:
+        raise UsageError(f"unknown --by {by!r}: use {' or '.join(TABLES)}")
+    if by == "group":
+        rows = group_rows(rows)
+        columns = [("arm", "arm", "{}"), ("n_train", "train rows", "{:,}"), ("seeds", "seeds", "{}"),
+                   ("status", "status", "{}")]  # fmt: skip
+        for key, header, form in GROUP_METRICS:
+            columns += [(f"{key}_mean", header, form), (f"{key}_sd", "±sd", form)]
+    else:
+        columns = list(TRIAL_COLUMNS)
     if fmt == "json":
         return json.dumps(rows, indent=1)
     if fmt == "csv":
         out = io.StringIO()
-        keys = [k for k, _, _ in COLUMNS] + ["error"]
+        keys = [k for k, _, _ in columns] + ([] if by == "group" else ["arm", "n_train", "seed", "error"])
         writer = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
     if fmt == "table":
-        return format_table(rows)
+        return format_table(rows, columns)
     raise UsageError(f"unknown --format {fmt!r}: use table, csv or json")
 
 
-def format_table(rows: list[dict]) -> str:
-    cells = [[h for _, h, _ in COLUMNS]]
+def format_table(rows: list[dict], columns: list[tuple]) -> str:
+    cells = [[h for _, h, _ in columns]]
     for row in rows:
-        cells.append([fmt.format(row[k]) if row.get(k) is not None else "-" for k, _, fmt in COLUMNS])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+        cells.append([fmt.format(row[k]) if row.get(k) is not None else "-" for k, _, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    errors = [f"{r['arm']}: {r['error']}" for r in rows if r.get("error")]
+    errors = [f"{r['trial']}: {r['error']}" for r in rows if r.get("error")]
     return "\n".join(lines + errors)

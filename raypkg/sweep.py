@@ -1,32 +1,38 @@
-"""A sweep: one Ray Tune trial per arm, each trial a Ray Train `TensorflowTrainer` (Train V2 pattern).
+"""A sweep: a grid of arms x training-set sizes x seeds, each a Ray Tune trial of a Ray Train
+`TensorflowTrainer` (Train V2 pattern).
 
 Everything a user can get wrong is checked before the run directory exists, so a failed start leaves
 nothing behind that could pass for a result. The data is read and split once, in the driver, and
-the same Ray Datasets go to every trial.
+the same per-worker shards go to every trial. A trial checkpoints every `checkpoint_every` epochs:
+a dead worker is replaced and the trial continues from there (FailureConfig), and `resume` runs
+the unfinished trials of an interrupted sweep again, each continuing from its own checkpoint.
 
-Run directory:
-    sweep.json              settings and resolved row counts, written when the sweep starts
-    arms/<arm>/history.csv  one row per epoch (rank 0)
-    arms/<arm>/result.json  the arm's summary; present only once the arm has finished
-    arms/<arm>/error.txt    why an arm failed, if it did
-    arms/<arm>/tensorboard/ TensorBoard events (train/, validation/)
-    summary.json            one row per arm, written when the sweep ends
-    ray/                    Ray Tune and Ray Train internals
+Run directory (<trial> is e.g. large-n10000-s0):
+    sweep.json                  settings, resolved row counts and the trials, written when the sweep starts
+    arms/<trial>/history.csv    one row per epoch (rank 0)
+    arms/<trial>/result.json    the trial's summary with test metrics of its best weights; present once it finished
+    arms/<trial>/best_weights.npz   the best epoch's weights (np.load -> model.set_weights)
+    arms/<trial>/error.txt      why a trial failed, if it did
+    arms/<trial>/tensorboard/   TensorBoard events (train/, validation/)
+    summary.json                one row per trial, written when the sweep ends
+    ray/                        Ray Tune and Ray Train internals, checkpoints included
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from raypkg.arms import Arm, get_arms
 from raypkg.config import SweepConfig
 from raypkg.data import SplitRows, check_higgs, read_higgs, resolve_splits, split_higgs
 from raypkg.prepare import read_manifest, read_prepared
 from raypkg.errors import UsageError
-from raypkg.results import ERROR_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, error_line, load_rows, write_json
+from raypkg.results import (ERROR_FILE, METRIC, RESULT_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, error_line, load_rows,
+                            write_json)  # fmt: skip
 
+SCHEDULERS = ("none", "asha")
 TRIAL_SLOT = "raypkg_trial"  # custom resource: one per running trial's driver function, which needs no CPU
 WORKER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TF's C++ INFO/WARNING lines, once per worker
@@ -34,28 +40,73 @@ WORKER_ENV = {
 }
 
 
-def run_sweep(cfg: SweepConfig, address: str | None = None, log=print) -> str:
-    """Train every arm of `cfg`; return the run directory."""
-    arms = get_arms(list(cfg.arms))
+@dataclass(frozen=True)
+class Trial:
+    """One cell of the grid: an arm trained on the first `n_train` train rows from seed `seed`."""
+
+    arm: Arm
+    n_train: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm.name}-n{self.n_train}-s{self.seed}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "arm": asdict(self.arm), "n_train": self.n_train, "seed": self.seed}
+
+
+def run_sweep(cfg: SweepConfig, address: str | None = None, log=print, resume: bool = False) -> str:
+    """Train every trial of `cfg` (arms x train sizes x seeds); return the run directory.
+
+    With `resume`, continue the sweep already in storage/name: trials with a result are kept as they
+    are, the others continue from their last checkpoint (or start, if they had none).
+    """
     rows = check_request(cfg)
-    run_dir = run_dir_path(cfg.storage, cfg.name)
+    trials = make_trials(cfg, rows)
+    run_dir = run_dir_path(cfg.storage, cfg.name, resume)
     connect(address, log)
     check_resources(cfg)
-    make_run_dir(run_dir)
-    write_json(os.path.join(run_dir, SWEEP_FILE), {
-        "config": cfg.to_dict(), "rows": asdict(rows), "arms": [asdict(a) for a in arms],
-        "started": time.time(),
-    })  # fmt: skip
-    val, train, _test = read_splits(cfg.data, rows)
-    log(f"data: {rows.total:,} rows; validation {rows.n_validation:,}, train {rows.n_train:,}, "
-        f"test {rows.n_test:,}")  # fmt: skip
-    for arm, error in tune_arms(cfg, arms, run_dir, train, val, log).items():
-        if error:
-            os.makedirs(arm_dir(run_dir, arm), exist_ok=True)
-            with open(os.path.join(arm_dir(run_dir, arm), ERROR_FILE), "w") as f:
-                f.write(error + "\n")
-    write_json(os.path.join(run_dir, SUMMARY_FILE), {"finished": time.time(), "arms": load_rows(run_dir)})
+    if resume:
+        for path in (SUMMARY_FILE,) + tuple(os.path.join("arms", t.name, ERROR_FILE) for t in trials):
+            if os.path.exists(os.path.join(run_dir, path)):
+                os.remove(os.path.join(run_dir, path))  # derived, rewritten at the end
+    else:
+        make_run_dir(run_dir)
+        write_json(os.path.join(run_dir, SWEEP_FILE), {
+            "config": cfg.to_dict(), "rows": asdict(rows), "trials": [t.to_dict() for t in trials],
+            "started": time.time(),
+        })  # fmt: skip
+    todo = [t for t in trials if not os.path.exists(os.path.join(arm_dir(run_dir, t.name), RESULT_FILE))]
+    if resume:
+        log(f"resume: {len(trials) - len(todo)} of {len(trials)} trials already done, {len(todo)} to run")
+    if todo:
+        val, train, test = read_splits(cfg.data, rows)
+        log(f"data: {rows.total:,} rows; validation {rows.n_validation:,}, train {rows.n_train:,}, "
+            f"test {rows.n_test:,}")  # fmt: skip
+        for name, error in tune_trials(cfg, todo, run_dir, (train, val, test), log).items():
+            if error:
+                os.makedirs(arm_dir(run_dir, name), exist_ok=True)
+                with open(os.path.join(arm_dir(run_dir, name), ERROR_FILE), "w") as f:
+                    f.write(error + "\n")
+            elif cfg.scheduler != "none" and not os.path.exists(os.path.join(arm_dir(run_dir, name), RESULT_FILE)):
+                write_json(os.path.join(arm_dir(run_dir, name), RESULT_FILE), {"stopped_by": cfg.scheduler})
+    write_json(os.path.join(run_dir, SUMMARY_FILE), {"finished": time.time(), "trials": load_rows(run_dir)})
     return run_dir
+
+
+def make_trials(cfg: SweepConfig, rows: SplitRows) -> list[Trial]:
+    """The grid, arm-major, in the user's order: arms x train sizes x seeds."""
+    arms = get_arms(list(cfg.arms), {a["name"]: Arm(**{**a, "hidden": tuple(a["hidden"])}) for a in cfg.custom_arms})
+    sizes = []
+    for size in cfg.train_sizes or (None,):
+        n = rows.n_train if size is None else size
+        if not 1 <= n <= rows.n_train:
+            raise UsageError(f"--train-sizes {n:,} is not between 1 and the train split's {rows.n_train:,} rows")
+        if n not in sizes:
+            sizes.append(n)
+    seeds = range(cfg.train.seed, cfg.train.seed + cfg.seeds)
+    return [Trial(arm, n, seed) for arm in arms for n in sizes for seed in seeds]
 
 
 def check_request(cfg: SweepConfig) -> SplitRows:
@@ -66,6 +117,14 @@ def check_request(cfg: SweepConfig) -> SplitRows:
                         ("--batch-size", tc.batch_size), ("--report-every", tc.report_every)]:  # fmt: skip
         if value < 1:
             raise UsageError(f"{flag} must be at least 1 (got {value})")
+    if cfg.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1 (got {cfg.seeds})")
+    if tc.checkpoint_every < 1:
+        raise UsageError(f"--checkpoint-every must be at least 1 (got {tc.checkpoint_every})")
+    if res.gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker must be 0 or more (got {res.gpus_per_worker:g})")
+    if cfg.scheduler not in SCHEDULERS:
+        raise UsageError(f"unknown --scheduler {cfg.scheduler!r}: use {' or '.join(SCHEDULERS)}")
     if tc.in_memory_rows < 0:
         raise UsageError(f"--in-memory-rows must be 0 (always stream) or more (got {tc.in_memory_rows})")
     if tc.batch_size % res.workers:
@@ -87,12 +146,15 @@ def read_splits(data: str, rows: SplitRows) -> tuple:
     return split_higgs(read_higgs(data), rows)
 
 
-def run_dir_path(storage: str, name: str | None) -> str:
-    """Absolute storage/name (Ray needs absolute paths), refused if it exists: results are never overwritten."""
+def run_dir_path(storage: str, name: str | None, resume: bool = False) -> str:
+    """Absolute storage/name (Ray needs absolute paths): a new one, or with `resume` an existing sweep's."""
     name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
     run_dir = os.path.abspath(os.path.join(storage, name))
-    if os.path.exists(run_dir):
-        raise UsageError(f"run directory {run_dir} already exists: pick another --name")
+    if resume and not os.path.isfile(os.path.join(run_dir, SWEEP_FILE)):
+        raise UsageError(f"no sweep to resume at {run_dir}: check --storage and the name")
+    if not resume and os.path.exists(run_dir):
+        raise UsageError(f"run directory {run_dir} already exists: continue it with --resume {name}, "
+                         "or pick another --name")  # fmt: skip
     return run_dir
 
 
@@ -136,6 +198,12 @@ def check_resources(cfg: SweepConfig) -> None:
             f"one trial needs {res.workers} workers x {res.cpus_per_worker} CPUs = {need} CPUs but the "
             f"Ray cluster has {have.get('CPU', 0):g}: lower --workers or --cpus-per-worker"
         )
+    gpus = res.workers * res.gpus_per_worker
+    if gpus > have.get("GPU", 0):
+        raise UsageError(
+            f"one trial needs {res.workers} workers x {res.gpus_per_worker:g} GPUs = {gpus:g} GPUs but the "
+            f"Ray cluster has {have.get('GPU', 0):g}: lower --gpus-per-worker or add GPU nodes"
+        )
     if not have.get(TRIAL_SLOT):
         raise UsageError(
             f"the Ray cluster has no {TRIAL_SLOT!r} resource for trial drivers: start its head with "
@@ -148,99 +216,134 @@ def max_concurrent(cfg: SweepConfig) -> int:
 
     if cfg.resources.max_concurrent:
         return cfg.resources.max_concurrent
-    per_trial = cfg.resources.workers * cfg.resources.cpus_per_worker
-    return max(1, int(ray.cluster_resources().get("CPU", 0) // per_trial))
+    res, have = cfg.resources, ray.cluster_resources()
+    fits = have.get("CPU", 0) // (res.workers * res.cpus_per_worker)
+    if res.gpus_per_worker:
+        fits = min(fits, have.get("GPU", 0) // (res.workers * res.gpus_per_worker))
+    return max(1, int(fits))
 
 
-def tune_arms(cfg: SweepConfig, arms: list[Arm], run_dir: str, train, val, log=print) -> dict[str, str | None]:
-    """Run one Tune trial per arm; return {arm: error text or None}."""
+def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tuple, log=print) -> dict[str, str | None]:
+    """Run one Tune trial per grid cell; return {trial name: error text or None}."""
     from ray import tune
 
-    concurrent = min(max_concurrent(cfg), len(arms))
-    log(f"sweep: {len(arms)} arms, {concurrent} at a time, {cfg.resources.workers} worker(s) each -> {run_dir}")
-    shards = shard_datasets(train, val, cfg.resources.workers)
+    train, val, test = splits
+    concurrent = min(max_concurrent(cfg), len(trials))
+    res = cfg.resources
+    log(f"sweep: {len(trials)} trials, {concurrent} at a time, {res.workers} worker(s) each -> {run_dir}")
+    shards = shard_datasets(train, val, test, sorted({t.n_train for t in trials}), res.workers)
     trainable = tune.with_resources(
         tune.with_parameters(train_arm, datasets=shards),
         {"CPU": 0, TRIAL_SLOT: 1},  # the trial's Train workers hold the CPUs
     )
+    attempt = len([d for d in os.listdir(os.path.join(run_dir, "ray")) if d.startswith("tune")]) \
+        if os.path.isdir(os.path.join(run_dir, "ray")) else 0  # fmt: skip
     tuner = tune.Tuner(
         trainable,
         param_space={
-            "arm": tune.grid_search([asdict(a) for a in longest_first(arms)]),
+            "trial": tune.grid_search([t.to_dict() for t in longest_first(trials)]),
             "train": asdict(cfg.train),
-            "resources": asdict(cfg.resources),
-            "shard_rows": {split: shards[f"{split}_0"].count() for split in ("train", "validation")},
+            "resources": asdict(res),
+            "shard_rows": {k: ds.count() for k, ds in shards.items() if k.endswith("_0")},
             "run_dir": run_dir,
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrent,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
+            scheduler=make_scheduler(cfg),
             reuse_actors=True,  # keep trial driver processes (TF imported); no start-up gain measured yet
         ),
-        run_config=tune.RunConfig(storage_path=os.path.join(run_dir, "ray"), name="tune", verbose=0),
+        run_config=tune.RunConfig(storage_path=os.path.join(run_dir, "ray"), name=f"tune-{attempt}", verbose=0),
     )
     grid = tuner.fit()
     errors = {}
     for result in grid:
-        name = result.config["arm"]["name"]
+        name = result.config["trial"]["name"]
         errors[name] = None if result.error is None else str(result.error).strip()
         log(f"  {name}: {'failed: ' + error_line(errors[name]) if errors[name] else 'done'}")
     return errors
 
 
-def longest_first(arms: list[Arm]) -> list[Arm]:
-    """Start the biggest models first so the short ones fill the gaps at the end (the summary keeps the user's order)."""
-    return sorted(arms, key=lambda a: (-a.param_count(), -a.dropout, -a.l2))
+def make_scheduler(cfg: SweepConfig):
+    """None (each trial stops on its own patience), or ASHA on val BCE at the reported epochs."""
+    if cfg.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    tc = cfg.train
+    grace = min(tc.max_epochs, max(tc.report_every, tc.patience // 2))  # epochs before a trial can be stopped
+    return ASHAScheduler(time_attr="epoch", metric=METRIC, mode="min", max_t=tc.max_epochs, grace_period=grace,
+                         reduction_factor=3)  # fmt: skip
+
+
+def longest_first(trials: list[Trial]) -> list[Trial]:
+    """Start the biggest jobs first so the short ones fill the gaps at the end (summaries keep the grid's order)."""
+    return sorted(trials, key=lambda t: (-t.arm.param_count() * t.n_train, -t.arm.dropout, -t.arm.l2, t.seed))
 
 
 def trial_name(trial) -> str:
-    return trial.config["arm"]["name"]
+    return trial.config["trial"]["name"]
 
 
-def shard_datasets(train, val, workers: int) -> dict:
-    """{"train_<rank>": ..., "validation_<rank>": ...}: equal, contiguous shards cut once per sweep and
-    kept in Ray's object store, where every trial's workers read them (nothing is re-read per trial).
+def shard_datasets(train, val, test, sizes: list[int], workers: int) -> dict:
+    """{"train_n<size>_<rank>", "validation_<rank>", "test_<rank>"}: equal, contiguous per-worker shards,
+    cut once per sweep and kept in Ray's object store, where every trial's workers read them (nothing
+    is re-read per trial). Each size is the first rows of the train split.
 
     Cut here rather than by Ray Train's per-trial streaming split, which starts a coordinator actor
     per dataset per trial (~3 s each on 2 cores). Equal shards give every worker the same number of
     steps; up to workers-1 rows of each split are left out when it does not divide evenly.
     """
     shards = {}
-    for split, ds in (("train", train), ("validation", val)):
+    splits = [(f"train_n{n}", train.limit(n)) for n in sizes] + [("validation", val), ("test", test)]
+    for split, ds in splits:
         parts = ds.split(workers, equal=True) if workers > 1 else [ds.materialize()]  # split() materializes
         shards.update({f"{split}_{rank}": part for rank, part in enumerate(parts)})
     return shards
 
 
 def train_arm(config: dict, datasets: dict) -> None:
-    """Tune function trainable: one arm, trained by a TensorflowTrainer whose reports reach Tune."""
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+    """Tune function trainable: one trial, trained by a TensorflowTrainer whose reports reach Tune.
+
+    The trainer's name and storage are the trial's own, so running it again (a resumed sweep) makes
+    Ray Train restore its latest checkpoint; FailureConfig replaces dead workers the same way.
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raypkg.train import train_loop_per_worker
 
     started = time.time()
-    arm, res = config["arm"], config["resources"]
+    trial, res, workers = config["trial"], config["resources"], config["resources"]["workers"]
+    name, rows = trial["name"], config["shard_rows"]
+    mine = {f"train_{r}": datasets[f"train_n{trial['n_train']}_{r}"] for r in range(workers)}
+    mine.update({f"{s}_{r}": datasets[f"{s}_{r}"] for s in ("validation", "test") for r in range(workers)})
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "arm": arm,
-            "train": config["train"],
+            "arm": trial["arm"],
+            "train": {**config["train"], "seed": trial["seed"]},
             "threads": res["cpus_per_worker"],
-            "shard_rows": config["shard_rows"],
-            "out_dir": arm_dir(config["run_dir"], arm["name"]),
+            "shard_rows": {"train": rows[f"train_n{trial['n_train']}_0"], "validation": rows["validation_0"],
+                           "test": rows["test_0"]},  # fmt: skip
+            "out_dir": arm_dir(config["run_dir"], name),
             "trial_start": started,
         },
-        scaling_config=ScalingConfig(num_workers=res["workers"], resources_per_worker={"CPU": res["cpus_per_worker"]}),
-        datasets=datasets,
+        scaling_config=ScalingConfig(
+            num_workers=workers,
+            use_gpu=res["gpus_per_worker"] > 0,
+            resources_per_worker={"CPU": res["cpus_per_worker"], "GPU": res["gpus_per_worker"]},
+        ),
+        datasets=mine,
         dataset_config=DataConfig(datasets_to_split=[]),  # already sharded: worker r reads *_r
         run_config=RunConfig(
-            name=arm["name"],
+            name=name,
             storage_path=os.path.join(config["run_dir"], "ray", "train"),
             callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=config["train"]["max_failures"]),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest; it also holds the best weights
         ),
     )
     trainer.fit()
-

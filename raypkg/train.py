@@ -8,6 +8,7 @@ every `report_every` epochs. Rank 0 writes the per-epoch history, TensorBoard ev
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -19,7 +20,7 @@ from raypkg.arms import Arm, build_model
 from raypkg.config import TrainConfig
 from raypkg.data import FEATURES, LABEL, to_arrays
 from raypkg.keras_compat import keras, tf
-from raypkg.results import HISTORY_FILE, METRIC, RESULT_FILE, write_json
+from raypkg.results import BEST_WEIGHTS_FILE, HISTORY_FILE, METRIC, RESULT_FILE, write_json
 
 STREAM_SHUFFLE_ROWS = 100_000  # shuffle window of a streamed shard (~12 MB)
 
@@ -43,26 +44,85 @@ def train_loop_per_worker(config: dict) -> None:
     with strategy.scope():
         model = build_model(arm, keras, seed=tc.seed)
         compile_model(model, tc, steps_per_epoch=steps(rows["train"], per_replica), world=world)
+        state = restore(model)  # the last checkpoint, after a worker failure or an interrupted sweep
 
     marks["model"] = time.time()
     out_dir = config["out_dir"] if rank == 0 else None
-    recorder = EpochRecorder(tc, out_dir, started=config["trial_start"], marks=marks)
+    recorder = EpochRecorder(tc, out_dir, started=config["trial_start"], marks=marks, state=state)
     callbacks = [
         Validator(val_ds, steps(rows["validation"], per_replica)),  # first: the others read its val_* logs
-        keras.callbacks.EarlyStopping(monitor=METRIC, patience=tc.patience, mode="min"),
+        Patience(tc.patience, recorder),
         recorder,
     ]
-    model.fit(
-        train_ds,
-        epochs=tc.max_epochs,
-        steps_per_epoch=steps(rows["train"], per_replica),
-        callbacks=callbacks,
-        verbose=0,
-    )
-    result = recorder.result(arm, world, checksum=check_replicas_agree(model, world))
+    if not recorder.finished():
+        model.fit(
+            train_ds,
+            initial_epoch=recorder.epochs_done(),
+            epochs=tc.max_epochs,
+            steps_per_epoch=steps(rows["train"], per_replica),
+            callbacks=callbacks,
+            verbose=0,
+        )
+    checksum = check_replicas_agree(model, world)
+    model.set_weights(recorder.best_weights)
+    test = evaluate_test(model, strategy, rows.get("test", 0), per_replica, tc) if rows.get("test") else {}
+    result = recorder.result(arm, world, checksum=checksum, test=test)
     if out_dir:
+        import numpy as np
+
+        np.savez(os.path.join(out_dir, BEST_WEIGHTS_FILE), *recorder.best_weights)
         write_json(os.path.join(out_dir, RESULT_FILE), result)
     ray.train.report(result)
+
+
+def restore(model) -> dict | None:
+    """Load the latest checkpoint Ray Train holds for this run into `model` and its optimizer."""
+    import numpy as np
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        with np.load(os.path.join(path, "arrays.npz")) as arrays:
+            n_weights, n_opt = int(arrays["n_weights"]), int(arrays["n_optimizer"])
+            weights = [arrays[f"w{i}"] for i in range(n_weights)]
+            optimizer = [arrays[f"o{i}"] for i in range(n_opt)]
+            best = [arrays[f"b{i}"] for i in range(n_weights)]
+        with open(os.path.join(path, "state.json")) as f:
+            state = json.load(f)
+    model.set_weights(weights)
+    model.optimizer.build(model.trainable_variables)
+    for variable, value in zip(list(model.optimizer.variables), optimizer):
+        variable.assign(value)
+    return {**state, "best_weights": best}
+
+
+def save_checkpoint(model, recorder: "EpochRecorder", metrics: dict, rank: int) -> None:
+    """Report `metrics` with a checkpoint (weights, optimizer, best weights, history so far); rank 0 writes it."""
+    import tempfile
+
+    import numpy as np
+
+    weights = model.get_weights()  # on every rank: reading mirrored variables is local, no collective
+    optimizer = [v.numpy() for v in list(model.optimizer.variables)]
+    with tempfile.TemporaryDirectory(prefix="raypkg-ckpt-") as path:
+        checkpoint = None
+        if rank == 0:
+            arrays = {f"w{i}": w for i, w in enumerate(weights)}
+            arrays.update({f"o{i}": o for i, o in enumerate(optimizer)})
+            arrays.update({f"b{i}": b for i, b in enumerate(recorder.best_weights)})
+            np.savez(os.path.join(path, "arrays.npz"), n_weights=len(weights), n_optimizer=len(optimizer), **arrays)
+            with open(os.path.join(path, "state.json"), "w") as f:
+                json.dump({"rows": recorder.rows, "starts": recorder.starts}, f)
+            checkpoint = ray.train.Checkpoint.from_directory(path)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def evaluate_test(model, strategy, rows: int, per_replica: int, tc: TrainConfig) -> dict:
+    """BCE, accuracy and AUC of `model` (the best weights) on the test split, all workers' shards together."""
+    test_ds = feed(strategy, f"test_{ray.train.get_context().get_world_rank()}", rows, per_replica, tc)
+    metrics = model.evaluate(test_ds, steps=steps(rows, per_replica), return_dict=True, verbose=0)
+    return {f"test_{k}": float(v) for k, v in metrics.items() if k in ("binary_crossentropy", "accuracy", "auc", "rows")}
 
 
 def feed(strategy, shard_name: str, rows: int, per_replica: int, tc: TrainConfig, shuffle_seed: int | None = None):
@@ -180,47 +240,79 @@ class Validator(keras.callbacks.Callback):
         logs.update({f"val_{k}": float(v) for k, v in self.model.get_metrics_result().items()})
 
 
-class EpochRecorder(keras.callbacks.Callback):
-    """Keeps the per-epoch rows, appends them to history.csv (rank 0), reports to Ray Train."""
+class Patience(keras.callbacks.Callback):
+    """Keras' EarlyStopping(patience) on val_binary_crossentropy, resumable: its best epoch comes from
+    the recorded history, so a restored trial stops where an uninterrupted one would."""
 
-    def __init__(self, tc: TrainConfig, out_dir: str | None, started: float, marks: dict[str, float]):
+    def __init__(self, patience: int, recorder: "EpochRecorder"):
+        super().__init__()
+        self.patience, self.recorder = patience, recorder
+
+    def on_epoch_end(self, epoch, logs=None):
+        best = self.recorder.best_row(including=logs)
+        if epoch + 1 - best["epoch"] >= self.patience:
+            self.model.stop_training = True
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Keeps the per-epoch rows and the best weights, appends rows to history.csv (rank 0), reports to
+    Ray Train every `report_every` epochs and checkpoints every `checkpoint_every` (same epochs on every rank)."""
+
+    def __init__(self, tc: TrainConfig, out_dir: str | None, started: float, marks: dict[str, float],
+                 state: dict | None = None):  # fmt: skip
         super().__init__()
         self.tc, self.out_dir, self.started, self.marks = tc, out_dir, started, marks
-        self.rows: list[dict] = []
+        self.rows: list[dict] = state["rows"] if state else []
+        self.starts: list[int] = [*state["starts"], len(self.rows)] if state else [0]  # epoch each attempt began at
+        self.best_weights = state["best_weights"] if state else None
         self._log: ArmLog | None = None
         self.fit_started = time.time()
 
+    def epochs_done(self) -> int:
+        return len(self.rows)
+
+    def finished(self) -> bool:
+        done = self.epochs_done()
+        return done >= self.tc.max_epochs or (done > 0 and done - self.best_row()["epoch"] >= self.tc.patience)
+
+    def best_row(self, including: dict | None = None) -> dict:
+        """The row with the least val BCE (the earliest on ties), counting a not yet recorded epoch's logs."""
+        rows = self.rows + ([{"epoch": len(self.rows) + 1, **including}] if including else [])
+        return min(rows, key=lambda r: r[METRIC])
+
     def on_train_begin(self, logs=None):
         self.fit_started = time.time()
+        if self.best_weights is None:
+            self.best_weights = self.model.get_weights()
         if self.out_dir:
-            self._log = ArmLog(self.out_dir)
+            self._log = ArmLog(self.out_dir, self.rows)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         row["time_s"] = time.time() - self.fit_started
+        if not self.rows or row[METRIC] < self.best_row()[METRIC]:
+            self.best_weights = self.model.get_weights()
         self.rows.append(row)
         if self._log:
             self._log.write(row)
         last = self.model.stop_training or row["epoch"] >= self.tc.max_epochs
-        if row["epoch"] % self.tc.report_every == 0 and not last:  # same epochs on every rank
-            ray.train.report({**row, **self.best()})
+        metrics = {**row, "best_epoch": self.best_row()["epoch"], f"min_{METRIC}": self.best_row()[METRIC]}
+        if row["epoch"] % self.tc.checkpoint_every == 0 and not last:
+            save_checkpoint(self.model, self, metrics, rank=ray.train.get_context().get_world_rank())
+        elif row["epoch"] % self.tc.report_every == 0 and not last:
+            ray.train.report(metrics)
 
     def on_train_end(self, logs=None):
         if self._log:
             self._log.close()
 
-    # -- summaries --
-    def best(self) -> dict:
-        best = min(self.rows, key=lambda r: r[METRIC])
-        return {"best_epoch": best["epoch"], f"min_{METRIC}": best[METRIC]}
-
-    def result(self, arm: Arm, world: int, checksum: float) -> dict:
-        best = min(self.rows, key=lambda r: r[METRIC])
-        epochs = self.rows[-1]["epoch"]
+    def result(self, arm: Arm, world: int, checksum: float, test: dict) -> dict:
+        best, epochs = self.best_row(), self.rows[-1]["epoch"]
         return {
             "arm": arm.name,
             "params": arm.param_count(),
             "workers": world,
+            "seed": self.tc.seed,
             "epochs": epochs,
             "best_epoch": best["epoch"],
             f"min_{METRIC}": best[METRIC],
@@ -228,9 +320,11 @@ class EpochRecorder(keras.callbacks.Callback):
             "val_accuracy_at_best": best["val_accuracy"],
             "val_auc_at_best": best["val_auc"],
             f"final_{METRIC}": self.rows[-1][METRIC],
+            **test,  # the best weights on the test split
             "stopped_by": "max_epochs" if epochs >= self.tc.max_epochs else "patience",
             "rows_per_epoch": self.rows[-1]["rows"],
             "val_rows_per_epoch": self.rows[-1]["val_rows"],
+            "attempts": self.starts,  # [0] for a trial that never restarted; [0, 40] resumed at epoch 40
             "startup_s": self.fit_started - self.started,  # trial start to first training step, of which:
             **{f"ready_{k}_s": t - self.started for k, t in self.marks.items()},  # loop entered, data in, model built
             "fit_s": time.time() - self.fit_started,
@@ -247,21 +341,27 @@ class ArmLog:
     ~60 ms an epoch in eager summary ops, more than a whole Tiny epoch.
     """
 
-    def __init__(self, out_dir: str):
+    def __init__(self, out_dir: str, rows: list[dict]):
+        """Start the files afresh with `rows`, the epochs a restored checkpoint holds (later ones are re-run)."""
         from tensorboardX import SummaryWriter
 
         os.makedirs(out_dir, exist_ok=True)
         self._file = open(os.path.join(out_dir, HISTORY_FILE), "w", newline="")
         self._csv: csv.DictWriter | None = None
-        board = os.path.join(out_dir, "tensorboard")
-        self._boards = {"train": SummaryWriter(f"{board}/train"), "validation": SummaryWriter(f"{board}/validation")}
+        board, purge = os.path.join(out_dir, "tensorboard"), len(rows) + 1  # drop events of epochs to re-run
+        self._boards = {split: SummaryWriter(f"{board}/{split}", purge_step=purge) for split in ("train", "validation")}
+        for row in rows:
+            self._write_csv(row)
 
-    def write(self, row: dict) -> None:
+    def _write_csv(self, row: dict) -> None:
         if self._csv is None:
             self._csv = csv.DictWriter(self._file, fieldnames=list(row))
             self._csv.writeheader()
         self._csv.writerow(row)
         self._file.flush()  # a crash loses at most the epoch in flight
+
+    def write(self, row: dict) -> None:
+        self._write_csv(row)
         for key, value in row.items():
             if key in ("epoch", "time_s"):
                 continue

@@ -63,7 +63,7 @@ CASES = {
     "n-test not a number": (None, ["sweep", "--n-test", "abc"], "--n-test must be a whole number"),
     "unknown format": (None, ["sweep", "--format", "xml"], "unknown --format 'xml'"),
     "summarize non-sweep": (None, ["summarize", "."], "not a raypkg run directory"),
-    "n-train a word": (None, ["sweep", "--n-train", "lots"], "--n-train must be a whole number or 'all'"),
+    "n-train a word": (None, ["sweep", "--n-train", "lots"], "train size 'lots' must be a whole number of rows >= 1 or 'all'"),
     "data dir not prepared": (None, ["sweep", "--data", "."], "is a directory without manifest.json"),
     "prepare over a file": (header_file, ["data", "prepare", "{data}", "{data}"], "already exists"),
     "prepare bad row": (edit_line_10(lambda f: f + ["1"]), ["data", "prepare", "{data}", "out"], "line 10: 30 columns"),
@@ -98,11 +98,11 @@ def test_bad_input_is_one_error_line(tmp_path, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == (["data.csv"] if make else [])
 
 
-def test_arms_lists_the_seven_arms(tmp_path):
+def test_arms_lists_the_registered_arms(tmp_path):
     proc = raypkg("arms", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()]
     assert [(r[0], r[1]) for r in rows] == [
         ("tiny", "481"), ("small", "753"), ("medium", "10,241"), ("large", "803,329"),
-        ("l2", "803,329"), ("dropout", "803,329"), ("combined", "803,329"),
+        ("l2", "803,329"), ("dropout", "803,329"), ("combined", "803,329"), ("l1", "803,329"), ("l1_l2", "803,329"),
     ]  # fmt: skip

@@ -7,11 +7,16 @@ import csv
 import gzip
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
@@ -21,6 +26,8 @@ from raypkg.results import load_rows, read_history
 
 SPLITS = Splits(n_validation=500, n_train=2_000, n_test=500)
 PATIENCE, MAX_EPOCHS = 3, 60
+GRID = ["tiny-n2000-s0", "tiny-n2000-s1", "large-n2000-s0", "large-n2000-s1"]
+QUIET = {"log": lambda *_: None}
 
 
 def file_rows() -> np.ndarray:
@@ -36,25 +43,25 @@ def as_array(ds) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sweep_dir(ray_session, tmp_path_factory):
-    """One sweep of two arms, each trained by 2 Ray Train workers; Large overfits and stops early."""
+    """A grid of two arms x two seeds, one worker per trial, two trials at a time; Large overfits and stops early."""
     from raypkg.sweep import run_sweep
 
     cfg = SweepConfig(
         data=sample_path(),
         arms=("tiny", "large"),
         splits=SPLITS,
-        train=TrainConfig(max_epochs=MAX_EPOCHS, patience=PATIENCE, report_every=5),
-        resources=ResourcesConfig(workers=2),
+        seeds=2,
+        train=TrainConfig(max_epochs=MAX_EPOCHS, patience=PATIENCE, report_every=5, checkpoint_every=5),
         storage=str(tmp_path_factory.mktemp("results")),
-        name="two-workers",
+        name="grid",
     )
-    return run_sweep(cfg, log=lambda *_: None)
+    return run_sweep(cfg, **QUIET)
 
 
-def arm_files(run_dir: str, arm: str) -> tuple[dict, list[dict]]:
-    with open(os.path.join(run_dir, "arms", arm, "result.json")) as f:
+def trial_files(run_dir: str, trial: str) -> tuple[dict, list[dict]]:
+    with open(os.path.join(run_dir, "arms", trial, "result.json")) as f:
         result = json.load(f)
-    return result, read_history(os.path.join(run_dir, "arms", arm, "history.csv"))
+    return result, read_history(os.path.join(run_dir, "arms", trial, "history.csv"))
 
 
 def test_splits_are_the_files_row_ranges(ray_session):
@@ -86,27 +93,33 @@ def test_worker_shards_partition_the_train_rows_in_order(ray_session):
     from raypkg.sweep import shard_datasets
 
     rows = resolve_splits(SPLITS, 10_984)
-    val, train, _ = split_higgs(read_higgs(sample_path()), rows)
-    shards = shard_datasets(train, val, workers=2)
-    assert sorted(shards) == ["train_0", "train_1", "validation_0", "validation_1"]
-    np.testing.assert_array_equal(
-        np.concatenate([as_array(shards["train_0"]), as_array(shards["train_1"])]), as_array(train)
-    )
+    val, train, test = split_higgs(read_higgs(sample_path()), rows)
+    shards = shard_datasets(train, val, test, sizes=[1_000, 2_000], workers=2)
+    assert sorted(shards) == ["test_0", "test_1", "train_n1000_0", "train_n1000_1", "train_n2000_0", "train_n2000_1",
+                              "validation_0", "validation_1"]  # fmt: skip
+    for size in (1_000, 2_000):  # each size: the first rows of the train split, half on each worker
+        together = np.concatenate([as_array(shards[f"train_n{size}_0"]), as_array(shards[f"train_n{size}_1"])])
+        np.testing.assert_array_equal(together, as_array(train)[:size])
     assert shards["validation_0"].count() == shards["validation_1"].count() == 250
 
 
-def test_two_workers_train_one_model_on_every_row(sweep_dir):
+def test_the_grid_is_arms_times_seeds_with_named_trials(sweep_dir):
+    assert sorted(os.listdir(os.path.join(sweep_dir, "arms"))) == sorted(GRID)
+    for trial in GRID:
+        result, history = trial_files(sweep_dir, trial)
+        assert (result["arm"], result["seed"], result["attempts"]) == (trial.split("-")[0], int(trial[-1]), [0])
+        assert all(epoch["rows"] == SPLITS.n_train for epoch in history)  # one pass over the size's rows
+
+
+def test_two_seeds_give_different_curves(sweep_dir):
     for arm in ("tiny", "large"):
-        result, history = arm_files(sweep_dir, arm)
-        assert result["workers"] == 2
-        assert result["replicas_agree"] is True  # rank 1's weights equal rank 0's after training
-        for epoch in history:  # all-reduced row counts: each epoch is one pass over both shards
-            assert epoch["rows"] == SPLITS.n_train
-            assert epoch["val_rows"] == SPLITS.n_validation
+        (r0, h0), (r1, h1) = trial_files(sweep_dir, f"{arm}-n2000-s0"), trial_files(sweep_dir, f"{arm}-n2000-s1")
+        assert h0[0]["val_binary_crossentropy"] != h1[0]["val_binary_crossentropy"]
+        assert r0["weights_checksum"] != r1["weights_checksum"]
 
 
 def test_early_stopping_cuts_the_large_arm_short(sweep_dir):
-    result, history = arm_files(sweep_dir, "large")
+    result, history = trial_files(sweep_dir, "large-n2000-s0")
     assert result["stopped_by"] == "patience"
     assert result["epochs"] < MAX_EPOCHS
     assert result["epochs"] == result["best_epoch"] + PATIENCE
@@ -116,39 +129,67 @@ def test_early_stopping_cuts_the_large_arm_short(sweep_dir):
 
 
 def test_metrics_are_sane(sweep_dir):
-    for arm in ("tiny", "large"):
-        _, history = arm_files(sweep_dir, arm)
+    for trial in GRID:
+        result, history = trial_files(sweep_dir, trial)
         for epoch in history:
             for name in ("accuracy", "val_accuracy", "auc", "val_auc"):
                 assert 0.0 <= epoch[name] <= 1.0
             # the loss adds nothing to BCE for unregularized arms
             assert epoch["loss"] == pytest.approx(epoch["binary_crossentropy"], rel=1e-4)
         assert history[-1]["val_auc"] > 0.6  # real HIGGS rows are learnable
+        assert result["test_rows"] == SPLITS.n_test and 0.6 < result["test_auc"] < 1
+
+
+def test_best_weights_file_scores_the_recorded_test_metrics(sweep_dir):
+    """best_weights.npz, loaded into a fresh model in this process, gives result.json's test BCE."""
+    from raypkg.arms import ARMS, build_model
+    from raypkg.keras_compat import keras
+
+    result, _ = trial_files(sweep_dir, "large-n2000-s0")
+    model = build_model(ARMS["large"], keras)
+    with np.load(os.path.join(sweep_dir, "arms", "large-n2000-s0", "best_weights.npz")) as f:
+        model.set_weights([f[k] for k in f.files])
+    test = file_rows()[-SPLITS.n_test :]
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)(test[:, :1], model(test[:, 1:], training=False))
+    assert float(bce) == pytest.approx(result["test_binary_crossentropy"], rel=1e-4)
 
 
 def test_tensorboard_events_hold_every_epoch(sweep_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, history = arm_files(sweep_dir, "tiny")
+    _, history = trial_files(sweep_dir, "tiny-n2000-s0")
     for split, tag in (("train", "epoch_binary_crossentropy"), ("validation", "epoch_binary_crossentropy")):
-        events = EventAccumulator(os.path.join(sweep_dir, "arms", "tiny", "tensorboard", split))
+        events = EventAccumulator(os.path.join(sweep_dir, "arms", "tiny-n2000-s0", "tensorboard", split))
         events.Reload()
         assert len(events.Scalars(tag)) == len(history)
 
 
 def test_summary_rows_come_from_the_stored_epochs(sweep_dir):
-    rows = {r["arm"]: r for r in load_rows(sweep_dir)}
-    assert set(rows) == {"tiny", "large"}
-    for arm, row in rows.items():
-        _, history = arm_files(sweep_dir, arm)
+    rows = {r["trial"]: r for r in load_rows(sweep_dir)}
+    assert list(rows) == GRID  # the grid's order: arms as given, then seeds
+    for trial, row in rows.items():
+        result, history = trial_files(sweep_dir, trial)
         best = min(history, key=lambda r: r["val_binary_crossentropy"])
         assert row["status"] == "done"
         assert row["epochs"] == len(history)
         assert row["best_epoch"] == best["epoch"]
         assert row["binary_crossentropy_at_best"] == best["binary_crossentropy"]
         assert row["val_auc_at_best"] == best["val_auc"]
+        assert row["test_auc"] == result["test_auc"]
     with open(os.path.join(sweep_dir, "summary.json")) as f:
-        assert [r["arm"] for r in json.load(f)["arms"]] == ["tiny", "large"]
+        assert [r["trial"] for r in json.load(f)["trials"]] == GRID
+
+
+def test_summarize_groups_seeds_by_arm_and_size(sweep_dir):
+    from raypkg.results import format_rows
+
+    trials = load_rows(sweep_dir)
+    groups = json.loads(format_rows(trials, "json", by="group"))
+    assert [(g["arm"], g["n_train"], g["seeds"]) for g in groups] == [("tiny", 2_000, 2), ("large", 2_000, 2)]
+    for group in groups:
+        values = [t["min_val_binary_crossentropy"] for t in trials if t["arm"] == group["arm"]]
+        assert group["min_val_binary_crossentropy_mean"] == pytest.approx(np.mean(values))
+        assert group["min_val_binary_crossentropy_sd"] == pytest.approx(np.std(values, ddof=1))
 
 
 def test_a_sweep_that_cannot_be_placed_fails_fast(ray_session, tmp_path):
@@ -169,14 +210,15 @@ def test_an_existing_run_is_never_overwritten(sweep_dir):
     before = os.path.getmtime(os.path.join(sweep_dir, "summary.json"))
     cfg = SweepConfig(data=sample_path(), splits=SPLITS, storage=os.path.dirname(sweep_dir),
                       name=os.path.basename(sweep_dir))  # fmt: skip
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(UsageError, match="already exists: continue it with --resume grid"):
         run_sweep(cfg, log=lambda *_: None)
     assert os.path.getmtime(os.path.join(sweep_dir, "summary.json")) == before
 
 
-def test_cli_prepare_sweep_all_rows_then_summarize(tmp_path):
+def test_cli_prepare_sweep_sizes_then_summarize(tmp_path):
     """The user's path: `raypkg data prepare`, then `raypkg sweep` (its own local Ray) on the prepared
-    directory with every train row streamed to 2 workers, JSON on stdout; `summarize` agrees."""
+    directory over two training-set sizes, every train row streamed to 2 workers in the larger;
+    JSON on stdout; `summarize` agrees."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cli = [sys.executable, "-m", "raypkg.cli"]
     prepared = tmp_path / "prepared"
@@ -184,19 +226,107 @@ def test_cli_prepare_sweep_all_rows_then_summarize(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert prep.returncode == 0, prep.stderr
     sweep = subprocess.run(
-        [*cli, "sweep", "--data", str(prepared), "--n-train", "all", "--arms", "small", "--max-epochs", "2",
-         "--workers", "2", "--in-memory-rows", "1000",  # 4,992 train rows per worker: streamed
-         "--storage", str(tmp_path), "--name", "cli", "--format", "json"],
+        [*cli, "sweep", "--data", str(prepared), "--train-sizes", "1000,all", "--arms", "small", "--max-epochs", "2",
+         "--workers", "2", "--in-memory-rows", "1000",  # 4,992 train rows per worker in the larger size: streamed
+         "--storage", str(tmp_path), "--name", "cli", "--format", "json", "--by", "trial"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     rows = json.loads(sweep.stdout)
-    assert [(r["arm"], r["status"], r["epochs"], r["stopped_by"]) for r in rows] == [("small", "done", 2, "max_epochs")]
-    result, history = arm_files(str(tmp_path / "cli"), "small")
-    assert [h["rows"] for h in history] == [9_984, 9_984]  # every row after validation; a small file has no test rows
-    assert result["workers"] == 2 and result["replicas_agree"]
-    summary = subprocess.run([*cli, "summarize", str(tmp_path / "cli"), "--format", "csv"],
+    assert [(r["trial"], r["status"], r["epochs"], r["stopped_by"]) for r in rows] == [
+        ("small-n1000-s0", "done", 2, "max_epochs"), ("small-n9984-s0", "done", 2, "max_epochs")]  # fmt: skip
+    for trial, n in (("small-n1000-s0", 1_000), ("small-n9984-s0", 9_984)):  # all: every row after validation
+        result, history = trial_files(str(tmp_path / "cli"), trial)
+        assert [h["rows"] for h in history] == [n, n]
+        assert result["workers"] == 2 and result["replicas_agree"]
+        assert "test_auc" not in result  # a small file's prepared split has no test rows
+    summary = subprocess.run([*cli, "summarize", str(tmp_path / "cli"), "--format", "csv", "--by", "trial"],
                              capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert summary.returncode == 0, summary.stderr
-    (row,) = csv.DictReader(summary.stdout.splitlines())
-    assert float(row["min_val_binary_crossentropy"]) == rows[0]["min_val_binary_crossentropy"]
+    stored = list(csv.DictReader(summary.stdout.splitlines()))
+    assert [float(r["min_val_binary_crossentropy"]) for r in stored] == [r["min_val_binary_crossentropy"] for r in rows]
+
+
+# --- fault tolerance --------------------------------------------------------------------------
+
+
+def train_worker_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_killed_train_worker_is_replaced_and_the_trial_resumes(ray_session, tmp_path):
+    """Kill one of a trial's two Train workers mid-run: Ray Train replaces the group, which continues
+    from the last checkpoint (not epoch 0), and the trial ends with every epoch once in its history."""
+    from raypkg.sweep import run_sweep
+
+    cfg = SweepConfig(data=sample_path(), arms=("small",), splits=SPLITS, storage=str(tmp_path), name="kill",
+                      train=TrainConfig(max_epochs=40, patience=1_000, report_every=2, checkpoint_every=4),
+                      resources=ResourcesConfig(workers=2))  # fmt: skip
+    history = tmp_path / "kill" / "arms" / "small-n2000-s0" / "history.csv"
+    killed = []
+
+    def kill_a_worker_at_epoch_12():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if history.exists() and len(read_history(str(history))) >= 12 and train_worker_pids():
+                pid = train_worker_pids()[-1]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_worker_at_epoch_12, daemon=True)
+    killer.start()
+    run_sweep(cfg, **QUIET)
+    killer.join()
+    assert killed, "no Train worker to kill was found"
+    result, epochs = trial_files(str(tmp_path / "kill"), "small-n2000-s0")
+    first, restart = result["attempts"]
+    assert first == 0 and 4 <= restart <= 40 and restart % 4 == 0  # resumed at a checkpoint, not restarted
+    assert result["epochs"] == 40 and [int(e["epoch"]) for e in epochs] == list(range(1, 41))
+    assert all(e["rows"] == SPLITS.n_train for e in epochs) and result["replicas_agree"]
+
+
+def test_a_killed_sweep_resumes_without_retraining_finished_trials(sweep_dir, tmp_path):
+    """Kill `raypkg sweep` (and its local Ray) once one trial is done and the next is past a checkpoint;
+    `raypkg sweep --resume` finishes the second from its checkpoint and leaves the first untouched.
+    Its tiny trial starts like the grid's tiny-n2000-s0: the same seed gives the same first epoch."""
+    ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # short: Ray's socket paths must fit
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp}
+    cli = [sys.executable, "-m", "raypkg.cli", "sweep", "--storage", str(tmp_path)]
+    run = tmp_path / "resume" / "arms"
+    first = subprocess.Popen(
+        [*cli, "--name", "resume", "--arms", "tiny,small", "--n-validation", "500", "--n-train", "2000",
+         "--n-test", "500", "--max-epochs", "100", "--patience", "1000", "--report-every", "2",
+         "--checkpoint-every", "10", "--max-concurrent", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:  # small (more parameters) runs first, then tiny
+        deadline = time.time() + 400
+        while time.time() < deadline and first.poll() is None:
+            tiny = run / "tiny-n2000-s0" / "history.csv"
+            if (run / "small-n2000-s0" / "result.json").exists() and tiny.exists() and len(read_history(str(tiny))) >= 25:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the sweep ended before it could be killed"
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        small_before = {f: (run / "small-n2000-s0" / f).read_bytes() for f in ("result.json", "history.csv")}
+        assert not (run / "tiny-n2000-s0" / "result.json").exists()
+
+        resumed = subprocess.run([*cli, "--resume", "resume", "--format", "json", "--by", "trial"],
+                                 env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert [(r["trial"], r["status"]) for r in json.loads(resumed.stdout)] == [
+            ("tiny-n2000-s0", "done"), ("small-n2000-s0", "done")]  # fmt: skip
+        assert {f: (run / "small-n2000-s0" / f).read_bytes() for f in small_before} == small_before
+        result, epochs = trial_files(str(tmp_path / "resume"), "tiny-n2000-s0")
+        assert result["attempts"][0] == 0 and result["attempts"][1] >= 10  # continued from a checkpoint
+        assert result["epochs"] == 100 and [int(e["epoch"]) for e in epochs] == list(range(1, 101))
+        _, grid = trial_files(sweep_dir, "tiny-n2000-s0")
+        keys = ("loss", "binary_crossentropy", "accuracy", "auc", "val_binary_crossentropy", "val_accuracy", "val_auc")
+        assert {k: epochs[0][k] for k in keys} == {k: grid[0][k] for k in keys}
+    finally:
+        for proc in psutil.process_iter(["cmdline"]):  # the killed sweep's Ray: whatever outlived its group
+            if ray_tmp in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

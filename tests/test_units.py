@@ -315,33 +315,36 @@ def test_directory(tmp_path):
 # --- results ----------------------------------------------------------------------------------
 
 DONE = {
-    "arm": "tiny", "status": "done", "params": 481, "workers": 2, "epochs": 1234, "best_epoch": 1034,
-    "min_val_binary_crossentropy": 0.61234, "binary_crossentropy_at_best": 0.59871,
-    "val_accuracy_at_best": 0.6667, "val_auc_at_best": 0.7321,
-    "final_val_binary_crossentropy": 0.6201, "wall_s": 95.6, "stopped_by": "early_stopping",
+    "trial": "tiny-n9000-s0", "arm": "tiny", "n_train": 9_000, "seed": 0, "status": "done", "params": 481,
+    "workers": 2, "epochs": 1234, "best_epoch": 1034, "min_val_binary_crossentropy": 0.61234,
+    "binary_crossentropy_at_best": 0.59871, "val_accuracy_at_best": 0.6667, "val_auc_at_best": 0.7321,
+    "final_val_binary_crossentropy": 0.6201, "test_binary_crossentropy": 0.6188, "test_auc": 0.7311,
+    "wall_s": 95.6, "stopped_by": "patience",
 }  # fmt: skip
-FAILED = {"arm": "large", "status": "failed", "params": 803_329, "error": "RuntimeError: out of memory"}
+FAILED = {"trial": "large-n9000-s0", "arm": "large", "n_train": 9_000, "seed": 0, "status": "failed",
+          "params": 803_329, "error": "RuntimeError: out of memory"}  # fmt: skip
 
 
 def test_format_table():
     lines = format_rows([DONE, FAILED], "table").splitlines()
     header, rule, done, failed, error = lines
-    assert header.split()[:3] == ["arm", "status", "params"]
-    assert "min val BCE" in header
+    assert header.split()[:3] == ["trial", "status", "params"]
+    assert "min val BCE" in header and "test AUC" in header
     assert set(rule) == {"-", " "}
     assert len(header) == len(rule) == len(done) == len(failed)  # columns line up
-    assert done.split() == ["tiny", "done", "481", "2", "1234", "1034", "0.6123", "0.5987", "0.667",
-                            "0.732", "0.6201", "96", "early_stopping"]  # fmt: skip
-    assert failed.split() == ["large", "failed", "803,329"] + ["-"] * 10
-    assert error == "large: RuntimeError: out of memory"
+    assert done.split() == ["tiny-n9000-s0", "done", "481", "2", "1234", "1034", "0.6123", "0.5987", "0.667",
+                            "0.732", "0.6201", "0.6188", "0.731", "96", "patience"]  # fmt: skip
+    assert failed.split() == ["large-n9000-s0", "failed", "803,329"] + ["-"] * 12
+    assert error == "large-n9000-s0: RuntimeError: out of memory"
 
 
 def test_format_csv():
     text = format_rows([DONE, FAILED], "csv")
     reader = csv.DictReader(io.StringIO(text))
-    assert reader.fieldnames[:3] == ["arm", "status", "params"] and reader.fieldnames[-1] == "error"
+    assert reader.fieldnames[:3] == ["trial", "status", "params"] and reader.fieldnames[-1] == "error"
     done, failed = list(reader)
     assert done["min_val_binary_crossentropy"] == "0.61234" and done["error"] == ""
+    assert (done["arm"], done["n_train"], done["seed"]) == ("tiny", "9000", "0")
     assert failed["status"] == "failed" and failed["error"] == FAILED["error"]
     assert failed["epochs"] == ""
 
@@ -353,6 +356,31 @@ def test_format_json():
 def test_format_unknown():
     with pytest.raises(UsageError, match="'xml'"):
         format_rows([DONE], "xml")
+    with pytest.raises(UsageError, match="unknown --by 'arm'"):
+        format_rows([DONE], "table", by="arm")
+
+
+def seed_of(row: dict, seed: int, **values) -> dict:
+    return {**row, "trial": row["trial"].replace("-s0", f"-s{seed}"), "seed": seed, **values}
+
+
+def test_groups_are_mean_and_sd_over_finished_seeds():
+    rows = [DONE, seed_of(DONE, 1, min_val_binary_crossentropy=0.63234, best_epoch=1000, test_auc=0.7211),
+            seed_of(DONE, 2, status="failed", min_val_binary_crossentropy=0.9), FAILED]  # fmt: skip
+    tiny, large = json.loads(format_rows(rows, "json", by="group"))
+    assert (tiny["arm"], tiny["n_train"], tiny["seeds"], tiny["seeds_total"]) == ("tiny", 9_000, 2, 3)
+    assert tiny["status"] == "2 done 1 failed"
+    assert tiny["min_val_binary_crossentropy_mean"] == pytest.approx(0.62234)
+    assert tiny["min_val_binary_crossentropy_sd"] == pytest.approx(0.01414, abs=1e-5)  # sample sd of 2 values
+    assert tiny["best_epoch_mean"] == 1017 and tiny["test_auc_mean"] == pytest.approx(0.7261)
+    assert (large["seeds"], large["status"], large["min_val_binary_crossentropy_mean"]) == (0, "failed", None)
+
+
+def test_group_table_has_a_row_per_arm_and_size():
+    rows = [DONE, seed_of(DONE, 1), {**DONE, "trial": "tiny-n500-s0", "n_train": 500}]
+    header, _rule, *body = format_rows(rows, "table", by="group").splitlines()
+    assert header.split()[:5] == ["arm", "train", "rows", "seeds", "status"]
+    assert [line.split()[:3] for line in body] == [["tiny", "9,000", "2"], ["tiny", "500", "1"]]
 
 
 def test_load_rows_needs_sweep_json(tmp_path):
@@ -382,3 +410,60 @@ def test_concatenated_gzip_members_are_one_file(tmp_path):
     path = tmp_path / "two.csv.gz"
     path.write_bytes(gzip.compress(text[:500_000]) + gzip.compress(text[500_000:]))
     assert check_higgs(str(path)) == 10_984
+
+
+# --- study files --------------------------------------------------------------------------------
+
+STUDIES = Path(__file__).resolve().parents[1] / "jobs" / "studies"
+
+
+def study_config(text: str, tmp_path: Path, **flags):
+    from raypkg.study import build_config, load_study
+
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return build_config({"data": "d.csv", **load_study(str(path)), **flags}, where=str(path))
+
+
+@pytest.mark.parametrize("name", ["tutorial", "full_scale", "data_size"])
+def test_shipped_studies_load(name):
+    from raypkg.study import build_config, load_study
+
+    cfg = build_config({"data": "d.csv", **load_study(str(STUDIES / f"{name}.toml"))})
+    assert get_arms(list(cfg.arms))  # every arm it names exists
+
+
+def test_tutorial_study_is_the_defaults():
+    from raypkg.study import build_config, load_study
+
+    cfg = build_config({"data": "d.csv", **load_study(str(STUDIES / "tutorial.toml"))})
+    assert (cfg.train, cfg.resources, cfg.splits) == (TrainConfig(), ResourcesConfig(), Splits())
+    assert cfg.arms == tuple(TUTORIAL_PARAMS) and cfg.train_sizes == (10_000,) and cfg.seeds == 1
+
+
+def test_flags_override_the_study(tmp_path):
+    text = 'arms = ["tiny"]\nseeds = 3\ntrain_sizes = [1000, "all"]\n[train]\nmax_epochs = 50\n[resources]\nworkers = 2\n'
+    cfg = study_config(text, tmp_path, max_epochs=7, seeds=1)
+    assert (cfg.train.max_epochs, cfg.seeds, cfg.resources.workers) == (7, 1, 2)
+    assert cfg.train_sizes == (1_000, None) and cfg.splits.n_train is None  # "all": the whole train split
+
+
+def test_study_defines_its_own_arms(tmp_path):
+    cfg = study_config('arms = ["wide", "tiny"]\n[arm.wide]\nlayers = 2\nunits = 64\ndropout = 0.1\n', tmp_path)
+    (wide,) = cfg.custom_arms
+    assert wide == {"name": "wide", "hidden": (64, 64), "l2": 0.0, "dropout": 0.1, "activation": "elu", "l1": 0.0}
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("colour = 1\n", "unknown setting 'colour'"),
+     ("[train]\nepochs = 5\n", "unknown setting 'epochs' in [train]"),
+     ("[train]\nmax_epochs = 'ten'\n", "max_epochs must be a whole number (got 'ten')"),
+     ("seeds = 1.5\n", "seeds must be a whole number"),
+     ("train_sizes = [0]\n", "train size 0 must be a whole number of rows >= 1 or 'all'"),
+     ("[arm.w]\nhidden = []\n", "arm 'w': hidden layers must be a non-empty list"),
+     ("arms = [\n", "is not a readable TOML study file")],
+)  # fmt: skip
+def test_bad_study_is_one_clear_error(tmp_path, text, problem):
+    with pytest.raises(UsageError, match=re.escape(problem)):
+        study_config(text, tmp_path)

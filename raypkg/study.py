@@ -1,0 +1,114 @@
+"""A sweep's settings from three layers: the defaults (raypkg/config.py), a study file, the command line.
+
+A study file is TOML (see jobs/studies/): sweep settings at the top level, `[train]` and `[resources]`
+tables, and `[arm.<name>]` tables for arms of the study's own. Every setting has the name of its
+command-line flag (with _ for -); a flag given on the command line wins over the file.
+
+    arms = ["tiny", "large", "wide"]
+    train_sizes = [1000, 10000, "all"]
+    seeds = 3
+    [train]
+    max_epochs = 2000
+    [resources]
+    workers = 2
+    [arm.wide]
+    hidden = [1024, 1024]
+    dropout = 0.3
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, fields
+
+from raypkg.arms import make_arm
+from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
+from raypkg.errors import UsageError
+
+TOP = ("data", "arms", "n_validation", "train_sizes", "n_test", "seeds", "scheduler", "storage", "name")
+TRAIN = tuple(f.name for f in fields(TrainConfig))
+RESOURCES = tuple(f.name for f in fields(ResourcesConfig))
+
+
+def load_study(path: str) -> dict:
+    """The study file as flat settings {flag name: value}, its arms under "custom_arms"."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"study file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"{path} is not a readable TOML study file ({e})") from None
+    settings: dict = {}
+    for key, value in doc.items():
+        if key in ("train", "resources") and isinstance(value, dict):
+            allowed = TRAIN if key == "train" else RESOURCES
+            for sub, item in value.items():
+                if sub not in allowed:
+                    raise UsageError(f"{path}: unknown setting {sub!r} in [{key}]; it takes {', '.join(allowed)}")
+                settings[sub] = item
+        elif key == "arm" and isinstance(value, dict):  # [arm.<name>] tables
+            settings["custom_arms"] = tuple(asdict(make_arm(name, spec, where=path)) for name, spec in value.items())
+        elif key in TOP:
+            settings[key] = value
+        else:
+            raise UsageError(f"{path}: unknown setting {key!r}; a study takes {', '.join(TOP)}, [train], "
+                             "[resources] and [arm.<name>] tables")  # fmt: skip
+    return settings
+
+
+def build_config(settings: dict, where: str = "the command line") -> SweepConfig:
+    """A SweepConfig from flat settings (defaults for the rest); a value of the wrong kind is a UsageError."""
+    s = dict(settings)
+    sizes = tuple(parse_size(v, where) for v in as_list(s.pop("train_sizes", ()), "train_sizes", where))
+    n_train = Splits.n_train if not sizes else (None if None in sizes else max(sizes))
+    arms = as_list(s.pop("arms", ()), "arms", where)
+    custom = tuple(s.pop("custom_arms", ()))
+    splits = Splits(s.pop("n_validation", Splits.n_validation), n_train, s.pop("n_test", Splits.n_test))
+    train = {k: s.pop(k) for k in TRAIN if k in s}
+    resources = {k: s.pop(k) for k in RESOURCES if k in s}
+    for cls, values in ((TrainConfig, train), (ResourcesConfig, resources), (SweepConfig, s)):
+        check_types(cls, values, where)
+    return SweepConfig(arms=tuple(arms), splits=splits, train=TrainConfig(**train),
+                       resources=ResourcesConfig(**resources), train_sizes=sizes, custom_arms=custom, **s)  # fmt: skip
+
+
+def check_types(cls, values: dict, where: str) -> None:
+    """Each value has its default's type (a whole number for int, any number for float)."""
+    for f in fields(cls):
+        if f.name not in values or values[f.name] is None:
+            continue
+        value, default = values[f.name], f.default
+        want = type(default) if default is not None and not isinstance(default, (tuple, dict)) else None
+        if f.name in ("data", "storage", "name", "scheduler"):
+            want = str
+        elif f.name in ("max_concurrent",):
+            want = int
+        ok = want is None or (isinstance(value, (int, float)) and not isinstance(value, bool) if want is float
+                              else isinstance(value, want) and (want is bool or not isinstance(value, bool)))  # fmt: skip
+        if not ok:
+            raise UsageError(f"{where}: {f.name} must be {KINDS.get(want, want.__name__)} (got {value!r})")
+
+
+KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def as_list(value, key: str, where: str) -> list:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise UsageError(f"{where}: {key} must be a list or a comma-separated string (got {value!r})")
+
+
+def parse_size(value, where: str = "--train-sizes") -> int | None:
+    """A training-set size: a whole number (10000, 1e4) or "all"."""
+    if isinstance(value, str) and value.strip() == "all":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.5
+    if not number.is_integer() or number < 1:
+        raise UsageError(f"{where}: train size {value!r} must be a whole number of rows >= 1 or 'all'")
+    return int(number)
