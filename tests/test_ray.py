@@ -330,3 +330,47 @@ def test_a_killed_sweep_resumes_without_retraining_finished_trials(sweep_dir, tm
             if ray_tmp in " ".join(proc.info["cmdline"] or []):
                 proc.kill()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_trial_that_fails_for_good_does_not_stop_the_others(ray_session, tmp_path):
+    """With no retries left (max_failures 0), killing one trial's worker fails that trial alone: the
+    other finishes, and the summary shows the failed one with its error."""
+    from raypkg.sweep import run_sweep
+
+    cfg = SweepConfig(data=sample_path(), arms=("tiny", "small"), splits=SPLITS, storage=str(tmp_path), name="fail",
+                      train=TrainConfig(max_epochs=40, patience=1_000, report_every=2, max_failures=0))  # fmt: skip
+    arms = tmp_path / "fail" / "arms"
+    killed = []
+
+    def kill_one_worker_once_both_train():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            histories = [arms / f"{a}-n2000-s0" / "history.csv" for a in ("tiny", "small")]
+            if all(h.exists() and len(read_history(str(h))) >= 4 for h in histories) and train_worker_pids():
+                pid = train_worker_pids()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_one_worker_once_both_train, daemon=True)
+    killer.start()
+    run_dir = run_sweep(cfg, **QUIET)
+    killer.join()
+    assert killed, "no Train worker to kill was found"
+    rows = load_rows(run_dir)
+    assert sorted(r["status"] for r in rows) == ["done", "failed"]
+    (done,) = [r for r in rows if r["status"] == "done"]
+    (failed,) = [r for r in rows if r["status"] == "failed"]
+    assert done["epochs"] == 40 and done["stopped_by"] == "max_epochs"
+    assert failed["error"] and (arms / failed["trial"] / "error.txt").exists()
+    assert not (arms / failed["trial"] / "result.json").exists()
+
+
+def test_a_sweep_asking_for_gpus_the_cluster_lacks_fails_fast(ray_session, tmp_path):
+    from raypkg.sweep import run_sweep
+
+    cfg = SweepConfig(data=sample_path(), arms=("tiny",), splits=SPLITS, storage=str(tmp_path),
+                      resources=ResourcesConfig(gpus_per_worker=1))  # fmt: skip
+    with pytest.raises(UsageError, match="needs 1 workers x 1 GPUs = 1 GPUs but the Ray cluster has 0"):
+        run_sweep(cfg, **QUIET)
+    assert os.listdir(tmp_path) == []
