@@ -4,7 +4,10 @@ VENV     ?= .venv
 BIN      := $(VENV)/bin
 DEMO_DIR ?= raypkg_results
 # The demo: all seven arms on the shipped 10,984 real HIGGS rows, capped so it ends in ~10 min on 2 cores.
-DEMO_ARGS ?= --max-epochs 80 --patience 30 --storage $(DEMO_DIR)
+ifndef DEMO_NAME
+DEMO_NAME := demo-$(shell date +%Y%m%d-%H%M%S)
+endif
+DEMO_ARGS ?= --max-epochs 80 --patience 30 --storage $(DEMO_DIR) --name $(DEMO_NAME) --by trial
 
 .PHONY: demo test bench clean
 
@@ -17,6 +20,7 @@ $(BIN)/raypkg: pyproject.toml
 demo: $(BIN)/raypkg
 	$(BIN)/raypkg arms
 	$(BIN)/raypkg sweep $(DEMO_ARGS)
+	$(BIN)/raypkg report $(DEMO_DIR)/$(DEMO_NAME) --out $(DEMO_DIR)/$(DEMO_NAME)/report
 
 test: $(BIN)/raypkg
 	$(BIN)/python -m pytest -q --durations=10

@@ -53,7 +53,7 @@ class SweepConfig:
     name: str | None = None  # None: sweep-YYYYmmdd-HHMMSS
     train_sizes: tuple[int | None, ...] = ()  # grid: train on the first n train rows; () = the whole train split
     seeds: int = 1  # grid: seeds train.seed, train.seed + 1, ...
-    scheduler: str = "none"  # "asha": also stop trials that trail the others at each rung
+    scheduler: str = "none"  # "asha" is refused for now: see sweep.check_request
     custom_arms: tuple[dict, ...] = ()  # a study's own arms, as Arm fields
 
     def to_dict(self) -> dict:

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from raypkg.errors import UsageError
+from raypkg.errors import UsageError, make_writable_dir
 
 UCI_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/00280/HIGGS.csv.gz"
 CHUNK = 1 << 20  # bytes per read
@@ -38,7 +38,7 @@ def fetch(url: str, dest_dir: str, expected: Expected = UCI, timeout: float = 60
     """Download `url` into `dest_dir`; return the verified file's path."""
     final = os.path.join(dest_dir, os.path.basename(urlparse(url).path.rstrip("/")) or "HIGGS.csv.gz")
     part = final + ".part"
-    created = make_dest(dest_dir)
+    created = make_writable_dir(dest_dir, "--dest")
     try:
         return _fetch(url, final, part, expected, timeout, progress, log)
     except BaseException:
@@ -60,18 +60,6 @@ def _fetch(url: str, final: str, part: str, expected: Expected, timeout: float, 
     log(f"fetch: {final} ({os.path.getsize(final):,} bytes, sha256 verified)" if expected.sha256 else
         f"fetch: {final} ({os.path.getsize(final):,} bytes)")  # fmt: skip
     return final
-
-
-def make_dest(dest_dir: str) -> bool:
-    """Make sure `dest_dir` is a writable directory; True if this call created it."""
-    existed = os.path.isdir(dest_dir)
-    try:
-        os.makedirs(dest_dir, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create {dest_dir} ({e.strerror}): give a writable --dest") from None
-    if not os.access(dest_dir, os.W_OK):
-        raise UsageError(f"{dest_dir} is not writable: give a writable --dest")
-    return not existed
 
 
 def hash_file(path: str, hasher=None):

@@ -16,6 +16,7 @@ SUMMARY_FILE = "summary.json"  # written when a sweep ends: its presence means t
 HISTORY_FILE = "history.csv"  # one row per epoch, appended by rank 0 while the arm trains
 RESULT_FILE = "result.json"  # written by rank 0 once the arm finished
 ERROR_FILE = "error.txt"  # why an arm failed
+TABLES_DIR = "tables"  # epochs / trials / groups as Parquet and CSV, written when the sweep ends
 BEST_WEIGHTS_FILE = "best_weights.npz"  # the best epoch's weights: np.load(...) -> model.set_weights
 
 TRIAL_COLUMNS = (  # (key, header, format) of the per-trial table
@@ -36,6 +37,7 @@ TRIAL_COLUMNS = (  # (key, header, format) of the per-trial table
     ("stopped_by", "stopped by", "{}"),
 )
 GROUP_METRICS = (  # per-trial values summarized over seeds as mean and standard deviation
+    ("epochs", "epochs", "{:.0f}"),
     ("best_epoch", "best", "{:.0f}"),
     (f"min_{METRIC}", "min val BCE", "{:.4f}"),
     ("binary_crossentropy_at_best", "train BCE@best", "{:.4f}"),
@@ -109,6 +111,42 @@ def trial_row(path: str, trial: dict, sweep_finished: bool) -> dict:
     else:
         row["status"] = "incomplete" if sweep_finished else ("running" if epochs else "pending")
     return row
+
+
+def epoch_rows(run_dir: str) -> list[dict]:
+    """One row per trial per epoch: trial, arm, n_train, seed, then history.csv's columns."""
+    rows = []
+    for trial in load_sweep(run_dir)["trials"]:
+        path = os.path.join(arm_dir(run_dir, trial["name"]), HISTORY_FILE)
+        if os.path.exists(path):
+            keys = {"trial": trial["name"], "arm": trial["arm"]["name"], "n_train": trial["n_train"], "seed": trial["seed"]}
+            rows += [{**keys, **epoch, "epoch": int(epoch["epoch"])} for epoch in read_history(path)]
+    return rows
+
+
+def write_tables(run_dir: str) -> dict[str, str]:
+    """tables/{epochs,trials,groups}.{parquet,csv}: the sweep as tidy tables for pandas, DuckDB or a
+    spreadsheet (a row per trial per epoch; per trial; per arm and size). Returns {name: csv path}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import csv as pacsv
+
+    folder = os.path.join(run_dir, TABLES_DIR)
+    os.makedirs(folder, exist_ok=True)
+    trials = load_rows(run_dir)
+    written = {}
+    for name, rows in (("epochs", epoch_rows(run_dir)), ("trials", trials), ("groups", group_rows(trials))):
+        keys = list(dict.fromkeys(k for row in rows for k in row))  # every column, in first-seen order
+        table = pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows])
+        if "attempts" in table.column_names:  # a list per trial: fine in Parquet, not in CSV
+            table = table.set_column(table.column_names.index("attempts"), "attempts",
+                                     pa.array([" ".join(map(str, a or [])) for a in table["attempts"].to_pylist()]))  # fmt: skip
+        for ext, write in (("parquet", pq.write_table), ("csv", pacsv.write_csv)):
+            path = os.path.join(folder, f"{name}.{ext}")
+            write(table, path + ".tmp")
+            os.replace(path + ".tmp", path)  # a reader never sees half a table
+        written[name] = os.path.join(folder, f"{name}.csv")
+    return written
 
 
 def group_rows(rows: list[dict]) -> list[dict]:

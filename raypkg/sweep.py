@@ -14,6 +14,7 @@ Run directory (<trial> is e.g. large-n10000-s0):
     arms/<trial>/best_weights.npz   the best epoch's weights (np.load -> model.set_weights)
     arms/<trial>/error.txt      why a trial failed, if it did
     arms/<trial>/tensorboard/   TensorBoard events (train/, validation/)
+    tables/                     epochs, trials, groups as Parquet and CSV, written when the sweep ends
     summary.json                one row per trial, written when the sweep ends
     ray/                        Ray Tune and Ray Train internals, checkpoints included
 """
@@ -29,8 +30,8 @@ from raypkg.config import SweepConfig
 from raypkg.data import SplitRows, check_higgs, read_higgs, resolve_splits, split_higgs
 from raypkg.prepare import read_manifest, read_prepared
 from raypkg.errors import UsageError
-from raypkg.results import (ERROR_FILE, METRIC, RESULT_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, error_line, load_rows,
-                            write_json)  # fmt: skip
+from raypkg.results import (ERROR_FILE, RESULT_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, error_line, load_rows,
+                            write_json, write_tables)  # fmt: skip
 
 SCHEDULERS = ("none", "asha")
 TRIAL_SLOT = "raypkg_trial"  # custom resource: one per running trial's driver function, which needs no CPU
@@ -68,6 +69,7 @@ def run_sweep(cfg: SweepConfig, address: str | None = None, log=print, resume: b
     connect(address, log)
     check_resources(cfg)
     if resume:
+        check_same_data(run_dir, rows)
         for path in (SUMMARY_FILE,) + tuple(os.path.join("arms", t.name, ERROR_FILE) for t in trials):
             if os.path.exists(os.path.join(run_dir, path)):
                 os.remove(os.path.join(run_dir, path))  # derived, rewritten at the end
@@ -84,15 +86,30 @@ def run_sweep(cfg: SweepConfig, address: str | None = None, log=print, resume: b
         val, train, test = read_splits(cfg.data, rows)
         log(f"data: {rows.total:,} rows; validation {rows.n_validation:,}, train {rows.n_train:,}, "
             f"test {rows.n_test:,}")  # fmt: skip
-        for name, error in tune_trials(cfg, todo, run_dir, (train, val, test), log).items():
-            if error:
-                os.makedirs(arm_dir(run_dir, name), exist_ok=True)
-                with open(os.path.join(arm_dir(run_dir, name), ERROR_FILE), "w") as f:
-                    f.write(error + "\n")
-            elif cfg.scheduler != "none" and not os.path.exists(os.path.join(arm_dir(run_dir, name), RESULT_FILE)):
-                write_json(os.path.join(arm_dir(run_dir, name), RESULT_FILE), {"stopped_by": cfg.scheduler})
+        record_failures(run_dir, tune_trials(cfg, todo, run_dir, (train, val, test), log))
+    write_tables(run_dir)
     write_json(os.path.join(run_dir, SUMMARY_FILE), {"finished": time.time(), "trials": load_rows(run_dir)})
     return run_dir
+
+
+def check_same_data(run_dir: str, rows: SplitRows) -> None:
+    """A resumed sweep must see the rows it started with."""
+    import json
+
+    with open(os.path.join(run_dir, SWEEP_FILE)) as f:
+        stored = json.load(f)["rows"]
+    if stored != asdict(rows):
+        raise UsageError(f"the data's rows changed since {run_dir} started ({stored} then, {asdict(rows)} now): "
+                         "resume with the same data, or start a new sweep")  # fmt: skip
+
+
+def record_failures(run_dir: str, errors: dict[str, str | None]) -> None:
+    """error.txt beside each trial that failed for good."""
+    for name, error in errors.items():
+        if error:
+            os.makedirs(arm_dir(run_dir, name), exist_ok=True)
+            with open(os.path.join(arm_dir(run_dir, name), ERROR_FILE), "w") as f:
+                f.write(error + "\n")
 
 
 def make_trials(cfg: SweepConfig, rows: SplitRows) -> list[Trial]:
@@ -123,6 +140,11 @@ def check_request(cfg: SweepConfig) -> SplitRows:
         raise UsageError(f"--checkpoint-every must be at least 1 (got {tc.checkpoint_every})")
     if res.gpus_per_worker < 0:
         raise UsageError(f"--gpus-per-worker must be 0 or more (got {res.gpus_per_worker:g})")
+    if cfg.scheduler == "asha":
+        raise UsageError(
+            "--scheduler asha is not available yet: a trial that Tune stops keeps its Train workers' CPUs under "
+            "Ray Train V2 and the sweep deadlocks (seen here; ray-project/ray#54305); rely on --patience for now"
+        )
     if cfg.scheduler not in SCHEDULERS:
         raise UsageError(f"unknown --scheduler {cfg.scheduler!r}: use {' or '.join(SCHEDULERS)}")
     if tc.in_memory_rows < 0:
@@ -251,8 +273,7 @@ def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tup
             max_concurrent_trials=concurrent,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
-            scheduler=make_scheduler(cfg),
-            reuse_actors=True,  # keep trial driver processes (TF imported); no start-up gain measured yet
+            reuse_actors=False,  # measured no start-up gain from reusing trial processes
         ),
         run_config=tune.RunConfig(storage_path=os.path.join(run_dir, "ray"), name=f"tune-{attempt}", verbose=0),
     )
@@ -263,18 +284,6 @@ def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tup
         errors[name] = None if result.error is None else str(result.error).strip()
         log(f"  {name}: {'failed: ' + error_line(errors[name]) if errors[name] else 'done'}")
     return errors
-
-
-def make_scheduler(cfg: SweepConfig):
-    """None (each trial stops on its own patience), or ASHA on val BCE at the reported epochs."""
-    if cfg.scheduler != "asha":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    tc = cfg.train
-    grace = min(tc.max_epochs, max(tc.report_every, tc.patience // 2))  # epochs before a trial can be stopped
-    return ASHAScheduler(time_attr="epoch", metric=METRIC, mode="min", max_t=tc.max_epochs, grace_period=grace,
-                         reduction_factor=3)  # fmt: skip
 
 
 def longest_first(trials: list[Trial]) -> list[Trial]:

@@ -13,6 +13,7 @@ import math
 import os
 import time
 
+import numpy as np
 import psutil
 import ray.train
 
@@ -68,17 +69,13 @@ def train_loop_per_worker(config: dict) -> None:
     test = evaluate_test(model, strategy, rows.get("test", 0), per_replica, tc) if rows.get("test") else {}
     result = recorder.result(arm, world, checksum=checksum, test=test)
     if out_dir:
-        import numpy as np
-
         np.savez(os.path.join(out_dir, BEST_WEIGHTS_FILE), *recorder.best_weights)
         write_json(os.path.join(out_dir, RESULT_FILE), result)
-    ray.train.report(result)
+    ray.train.report({**result, "epoch": result["epochs"], METRIC: recorder.rows[-1][METRIC]})  # as every report has
 
 
 def restore(model) -> dict | None:
     """Load the latest checkpoint Ray Train holds for this run into `model` and its optimizer."""
-    import numpy as np
-
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
@@ -100,8 +97,6 @@ def restore(model) -> dict | None:
 def save_checkpoint(model, recorder: "EpochRecorder", metrics: dict, rank: int) -> None:
     """Report `metrics` with a checkpoint (weights, optimizer, best weights, history so far); rank 0 writes it."""
     import tempfile
-
-    import numpy as np
 
     weights = model.get_weights()  # on every rank: reading mirrored variables is local, no collective
     optimizer = [v.numpy() for v in list(model.optimizer.variables)]
@@ -163,8 +158,6 @@ def distribute(strategy, x, y, per_replica: int, shuffle_seed: int | None = None
 
 def stream(strategy, shard, per_replica: int, shuffle: bool):
     """The shard streamed from Ray's object store, a pass per epoch, shuffled within a window of rows."""
-    import numpy as np
-
     def batches():
         for b in shard.iter_batches(batch_size=per_replica, batch_format="numpy", prefetch_batches=4,
                                     local_shuffle_buffer_size=STREAM_SHUFFLE_ROWS if shuffle else None):  # fmt: skip
@@ -208,7 +201,6 @@ def row_counter():
 
 def check_replicas_agree(model, world: int) -> float:
     """Checksum of the weights; raises if any worker's weights differ from rank 0's (one model, not W)."""
-    import numpy as np
     import ray.train.collective
 
     checksum = float(sum(np.abs(w).astype(np.float64).sum() for w in model.get_weights()))

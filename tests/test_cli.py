@@ -6,6 +6,7 @@ Every case fails in the checks before Ray starts, so each run takes about a seco
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -106,3 +107,37 @@ def test_arms_lists_the_registered_arms(tmp_path):
         ("tiny", "481"), ("small", "753"), ("medium", "10,241"), ("large", "803,329"),
         ("l2", "803,329"), ("dropout", "803,329"), ("combined", "803,329"), ("l1", "803,329"), ("l1_l2", "803,329"),
     ]  # fmt: skip
+
+
+@pytest.fixture
+def empty_sweep(tmp_path) -> Path:
+    """A sweep that has started (sweep.json) but trained nothing yet."""
+    run = tmp_path / "run"
+    (run / "arms").mkdir(parents=True)
+    trial = {"name": "tiny-n100-s0", "arm": {"name": "tiny", "hidden": [16]}, "n_train": 100, "seed": 0}
+    (run / "sweep.json").write_text(json.dumps({"config": {}, "rows": {}, "trials": [trial]}))
+    return run
+
+
+RESULT_CASES = {  # name: (arguments, with {run} for the sweep, expected in the one error line)
+    "plot a non-sweep": (["plot", "."], "not a raypkg run directory"),
+    "plot an empty sweep": (["plot", "{run}"], "has no trained epochs yet"),
+    "plot to a .txt": (["plot", "{run}", "--out", "f.txt"], "give a .png, .svg or .pdf file"),
+    "plot into a missing dir": (["plot", "{run}", "--out", "no/such/f.png"], "is not a writable directory"),
+    "plot an unknown metric": (["plot", "{run}", "--metric", "f1"], "unknown --metric 'f1'"),
+    "compare an unknown arm": (["compare", "{run}", "tiny", "huge"], "unknown arm 'huge' in compare"),
+    "compare an empty sweep": (["compare", "{run}", "tiny", "tiny"], "two different arms"),
+    "report an empty sweep": (["report", "{run}"], "has no trained epochs yet"),
+    "report a non-sweep": (["report", "."], "not a raypkg run directory"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESULT_CASES))
+def test_bad_result_commands_are_one_error_line(empty_sweep, case):
+    args, expected = RESULT_CASES[case]
+    before = sorted(p.name for p in empty_sweep.parent.rglob("*"))
+    proc = raypkg(*[a.replace("{run}", str(empty_sweep)) for a in args], cwd=empty_sweep.parent)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert proc.stdout == "" and sorted(p.name for p in empty_sweep.parent.rglob("*")) == before  # nothing written

@@ -22,7 +22,7 @@ import pytest
 from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
 from raypkg.data import FEATURES, LABEL, read_higgs, resolve_splits, sample_path, split_higgs
 from raypkg.errors import UsageError
-from raypkg.results import load_rows, read_history
+from raypkg.results import format_rows, load_rows, read_history
 
 SPLITS = Splits(n_validation=500, n_train=2_000, n_test=500)
 PATIENCE, MAX_EPOCHS = 3, 60
@@ -246,12 +246,34 @@ def test_cli_prepare_sweep_sizes_then_summarize(tmp_path):
     stored = list(csv.DictReader(summary.stdout.splitlines()))
     assert [float(r["min_val_binary_crossentropy"]) for r in stored] == [r["min_val_binary_crossentropy"] for r in rows]
 
+    figure = subprocess.run([*cli, "plot", str(tmp_path / "cli"), "--group", "sizes", "--out", str(tmp_path / "sizes.png")],
+                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert figure.returncode == 0 and open(tmp_path / "sizes.png", "rb").read(4) == b"\x89PNG", figure.stderr
+    from raypkg.plots import sizes_figure
+
+    bce, auc = sizes_figure(str(tmp_path / "cli")).axes
+    assert bce.get_xscale() == "log" and "training rows" in bce.get_xlabel() and bce.get_ylabel() == "min validation BCE"
+    (errorbar,) = bce.containers  # one arm: its min val BCE at 1,000 and at 9,984 rows
+    line = errorbar.lines[0]
+    assert list(line.get_xdata()) == [1_000, 9_984]
+    assert list(line.get_ydata()) == [r["min_val_binary_crossentropy"] for r in rows]
+    assert not auc.containers and "no test rows" in auc.texts[0].get_text()  # the prepared sample has no test split
+
 
 # --- fault tolerance --------------------------------------------------------------------------
 
 
 def train_worker_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    """Ray Train worker processes of this test session's Ray (descendants of this process, whose
+    ray.init started the raylet), not of any other Ray on the machine."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:  # ended meanwhile
+            pass
+    return found
 
 
 def test_a_killed_train_worker_is_replaced_and_the_trial_resumes(ray_session, tmp_path):
@@ -339,14 +361,18 @@ def test_a_trial_that_fails_for_good_does_not_stop_the_others(ray_session, tmp_p
 
     cfg = SweepConfig(data=sample_path(), arms=("tiny", "small"), splits=SPLITS, storage=str(tmp_path), name="fail",
                       train=TrainConfig(max_epochs=40, patience=1_000, report_every=2, max_failures=0))  # fmt: skip
+    from raypkg.plots import curves_figure
+
     arms = tmp_path / "fail" / "arms"
-    killed = []
+    killed, during = [], []
 
     def kill_one_worker_once_both_train():
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
             histories = [arms / f"{a}-n2000-s0" / "history.csv" for a in ("tiny", "small")]
             if all(h.exists() and len(read_history(str(h))) >= 4 for h in histories) and train_worker_pids():
+                during.append(load_rows(str(tmp_path / "fail")))  # a sweep still running summarizes and plots
+                during.append(curves_figure(str(tmp_path / "fail"), group="all"))
                 pid = train_worker_pids()[0]
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -364,6 +390,11 @@ def test_a_trial_that_fails_for_good_does_not_stop_the_others(ray_session, tmp_p
     assert done["epochs"] == 40 and done["stopped_by"] == "max_epochs"
     assert failed["error"] and (arms / failed["trial"] / "error.txt").exists()
     assert not (arms / failed["trial"] / "result.json").exists()
+    rows_then, figure_then = during
+    assert [r["status"] for r in rows_then] == ["running", "running"] and all(r["epochs"] >= 4 for r in rows_then)
+    assert len(figure_then.axes[0].get_lines()) == 4  # train and validation of both trials so far
+    groups = {g["arm"]: g for g in json.loads(format_rows(rows, "json", by="group"))}
+    assert groups[failed["arm"]]["status"] == "failed" and groups[done["arm"]]["seeds"] == 1
 
 
 def test_a_sweep_asking_for_gpus_the_cluster_lacks_fails_fast(ray_session, tmp_path):
@@ -374,3 +405,88 @@ def test_a_sweep_asking_for_gpus_the_cluster_lacks_fails_fast(ray_session, tmp_p
     with pytest.raises(UsageError, match="needs 1 workers x 1 GPUs = 1 GPUs but the Ray cluster has 0"):
         run_sweep(cfg, **QUIET)
     assert os.listdir(tmp_path) == []
+
+
+# --- results people read (built from the real grid sweep) -------------------------------------
+
+
+def test_tables_on_disk_are_the_trials_and_their_epochs(sweep_dir):
+    import pyarrow.parquet as pq
+
+    epochs = pq.read_table(os.path.join(sweep_dir, "tables", "epochs.parquet")).to_pylist()
+    trials = pq.read_table(os.path.join(sweep_dir, "tables", "trials.parquet")).to_pylist()
+    assert [t["trial"] for t in trials] == GRID
+    for trial in GRID:
+        result, history = trial_files(sweep_dir, trial)
+        mine = [e for e in epochs if e["trial"] == trial]
+        assert [e["epoch"] for e in mine] == [int(h["epoch"]) for h in history]
+        assert [e["val_binary_crossentropy"] for e in mine] == [h["val_binary_crossentropy"] for h in history]
+        (row,) = [t for t in trials if t["trial"] == trial]
+        assert (row["arm"], row["seed"], row["test_auc"]) == (result["arm"], result["seed"], result["test_auc"])
+    with open(os.path.join(sweep_dir, "tables", "epochs.csv")) as f:
+        assert len(list(csv.DictReader(f))) == len(epochs)
+
+
+def test_summarize_json_round_trips_to_the_stored_epochs(sweep_dir):
+    """Every number of `summarize --format json --by trial` is one of the per-epoch rows it came from."""
+    import pyarrow.parquet as pq
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "raypkg.cli", "summarize", sweep_dir, "--format", "json", "--by", "trial"],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    epochs = pq.read_table(os.path.join(sweep_dir, "tables", "epochs.parquet")).to_pylist()
+    for row in json.loads(proc.stdout):
+        mine = [e for e in epochs if e["trial"] == row["trial"]]
+        (best,) = [e for e in mine if e["epoch"] == row["best_epoch"]]
+        assert row["epochs"] == mine[-1]["epoch"] == len(mine)
+        assert row["min_val_binary_crossentropy"] == best["val_binary_crossentropy"] == min(
+            e["val_binary_crossentropy"] for e in mine)  # fmt: skip
+        assert row["binary_crossentropy_at_best"] == best["binary_crossentropy"]
+        assert row["val_accuracy_at_best"] == best["val_accuracy"]
+        assert row["val_auc_at_best"] == best["val_auc"]
+        assert row["final_val_binary_crossentropy"] == mine[-1]["val_binary_crossentropy"]
+
+
+def test_learning_curves_figure(sweep_dir, tmp_path):
+    from raypkg.plots import curves_figure, plot_curves
+
+    fig = curves_figure(sweep_dir, group="size")
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log" and "epoch" in ax.get_xlabel() and ax.get_ylabel() == "binary crossentropy"
+    assert ax.get_ylim() == (0.5, 0.7)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["tiny", "large", "train", "validation"]
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", "-", "--"]  # train, val per arm
+    assert len(ax.collections) == 4  # a min-max band over the two seeds for each line
+    tiny_val = ax.get_lines()[1].get_ydata()
+    _, h0 = trial_files(sweep_dir, "tiny-n2000-s0")
+    _, h1 = trial_files(sweep_dir, "tiny-n2000-s1")
+    assert tiny_val[0] == pytest.approx((h0[0]["val_binary_crossentropy"] + h1[0]["val_binary_crossentropy"]) / 2)
+    out = plot_curves(sweep_dir, str(tmp_path / "curves.png"), group="regularizer")
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(out) > 20_000
+
+
+def test_compare_two_arms_over_seeds(sweep_dir):
+    from raypkg.compare import compare
+
+    rows = compare(sweep_dir, "tiny", "large")
+    assert [(r["n_train"], r["measure"]) for r in rows] == [(2_000, "min val BCE"), (2_000, "test AUC")]
+    for row in rows:
+        assert (row["seeds_a"], row["seeds_b"]) == (2, 2)
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert row["verdict"] in ("tiny better", "large better", "no significant difference")
+    with pytest.raises(UsageError, match="unknown arm 'huge' in compare"):
+        compare(sweep_dir, "tiny", "huge")
+
+
+def test_report_page(sweep_dir, tmp_path):
+    from raypkg.report import write_report
+
+    md = write_report(sweep_dir, str(tmp_path / "report"))
+    text = open(md).read()
+    for part in ("## Summary", "min val BCE", "## Figures", "## Settings", "## Reproduce", "## Versions",
+                 "raypkg sweep --data", "--arms tiny,large", "--seeds 2", "ray 2.60.0", "tensorflow 2.21.0"):  # fmt: skip
+        assert part in text, part
+    for name in ("curves_size.png", "curves_regularizer.png"):
+        assert f"]({name})" in text and (tmp_path / "report" / name).exists()
+    assert "<img src=\"curves_size.png\"" in (tmp_path / "report" / "report.html").read_text()

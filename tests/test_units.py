@@ -394,6 +394,9 @@ def test_load_rows_needs_sweep_json(tmp_path):
     [({"train": TrainConfig(report_every=0)}, "--report-every"),
      ({"train": TrainConfig(patience=0)}, "--patience"),
      ({"train": TrainConfig(in_memory_rows=-1)}, "--in-memory-rows must be 0"),
+     ({"scheduler": "asha"}, "--scheduler asha is not available yet"),
+     ({"scheduler": "pbt"}, "unknown --scheduler 'pbt'"),
+     ({"seeds": 0}, "--seeds must be at least 1"),
      ({"resources": ResourcesConfig(workers=3)}, "does not split evenly over --workers 3")],
 )  # fmt: skip
 def test_check_request_refuses_impossible_settings(change, flag):
@@ -467,3 +470,19 @@ def test_study_defines_its_own_arms(tmp_path):
 def test_bad_study_is_one_clear_error(tmp_path, text, problem):
     with pytest.raises(UsageError, match=re.escape(problem)):
         study_config(text, tmp_path)
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "difference, low, high, better, expected",
+    [(-0.02, -0.03, -0.01, "lower", "large better"),   # A's BCE is lower: A better
+     (-0.02, -0.03, -0.01, "higher", "tiny better"),   # A's AUC is lower: B better
+     (0.01, -0.01, 0.03, "lower", "no significant difference")],
+)  # fmt: skip
+def test_verdict_reads_the_interval(difference, low, high, better, expected):
+    from raypkg.compare import verdict
+
+    row = {"a": "large", "b": "tiny", "difference": difference, "ci_low": low, "ci_high": high}
+    assert verdict(row, better) == expected
