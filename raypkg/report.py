@@ -16,7 +16,7 @@ from importlib import metadata
 from raypkg.config import SweepConfig
 from raypkg.errors import UsageError, make_writable_dir
 from raypkg.plots import GROUPS, plot_curves, plot_sizes
-from raypkg.results import format_rows, group_rows, load_rows, load_sweep, write_tables
+from raypkg.results import format_rows, load_rows, load_sweep, write_tables
 
 PACKAGES = ("raypkg", "ray", "tensorflow", "tf_keras", "pyarrow", "numpy")
 
@@ -34,7 +34,6 @@ def write_report(run_dir: str, out_dir: str) -> str:
     page = {
         "title": f"raypkg sweep {os.path.basename(os.path.abspath(run_dir))}",
         "summary": format_rows(trials, "table", by="group"),
-        "groups": group_rows(trials),
         "failed": [t for t in trials if t["status"] == "failed"],
         "figures": figures,
         "settings": json.dumps(sweep["config"], indent=1),
