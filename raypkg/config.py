@@ -39,7 +39,7 @@ class ResourcesConfig:
     workers: int = 1  # Train workers per trial (MultiWorkerMirroredStrategy replicas)
     cpus_per_worker: int = 1
     max_concurrent: int | None = None  # None: as many trials as the CPUs (or GPUs) hold
-    gpus_per_worker: float = 0  # > 0: the workers train on GPUs
+    gpus_per_worker: float = 0.0  # > 0: the workers train on GPUs
 
 
 @dataclass(frozen=True)

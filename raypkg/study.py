@@ -64,11 +64,12 @@ def build_config(settings: dict, where: str = "the command line") -> SweepConfig
     n_train = Splits.n_train if not sizes else (None if None in sizes else max(sizes))
     arms = as_list(s.pop("arms", ()), "arms", where)
     custom = tuple(s.pop("custom_arms", ()))
-    splits = Splits(s.pop("n_validation", Splits.n_validation), n_train, s.pop("n_test", Splits.n_test))
+    splits = {"n_validation": s.pop("n_validation", Splits.n_validation), "n_test": s.pop("n_test", Splits.n_test)}
     train = {k: s.pop(k) for k in TRAIN if k in s}
     resources = {k: s.pop(k) for k in RESOURCES if k in s}
-    for cls, values in ((TrainConfig, train), (ResourcesConfig, resources), (SweepConfig, s)):
+    for cls, values in ((Splits, splits), (TrainConfig, train), (ResourcesConfig, resources), (SweepConfig, s)):
         check_types(cls, values, where)
+    splits = Splits(splits["n_validation"], n_train, splits["n_test"])
     return SweepConfig(arms=tuple(arms), splits=splits, train=TrainConfig(**train),
                        resources=ResourcesConfig(**resources), train_sizes=sizes, custom_arms=custom, **s)  # fmt: skip
 
@@ -76,20 +77,22 @@ def build_config(settings: dict, where: str = "the command line") -> SweepConfig
 def check_types(cls, values: dict, where: str) -> None:
     """Each value has its default's type (a whole number for int, any number for float)."""
     for f in fields(cls):
-        if f.name not in values or values[f.name] is None:
+        if values.get(f.name) is None:
             continue
-        value, default = values[f.name], f.default
-        want = type(default) if default is not None and not isinstance(default, (tuple, dict)) else None
-        if f.name in ("data", "storage", "name", "scheduler"):
-            want = str
-        elif f.name in ("max_concurrent",):
-            want = int
-        ok = want is None or (isinstance(value, (int, float)) and not isinstance(value, bool) if want is float
-                              else isinstance(value, want) and (want is bool or not isinstance(value, bool)))  # fmt: skip
-        if not ok:
-            raise UsageError(f"{where}: {f.name} must be {KINDS.get(want, want.__name__)} (got {value!r})")
+        want = KIND_OF.get(f.name, type(f.default) if isinstance(f.default, (bool, int, float, str)) else None)
+        if not is_kind(values[f.name], want):
+            raise UsageError(f"{where}: {f.name} must be {KINDS[want]} (got {values[f.name]!r})")
 
 
+def is_kind(value, want) -> bool:
+    if want is None:
+        return True
+    if isinstance(value, bool):
+        return want is bool
+    return isinstance(value, (int, float)) if want is float else isinstance(value, want)
+
+
+KIND_OF = {"data": str, "storage": str, "name": str, "scheduler": str, "max_concurrent": int, "n_test": int}
 KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 

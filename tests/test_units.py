@@ -451,6 +451,11 @@ def test_flags_override_the_study(tmp_path):
     assert cfg.train_sizes == (1_000, None) and cfg.splits.n_train is None  # "all": the whole train split
 
 
+def test_study_numbers_may_be_whole_where_any_number_goes(tmp_path):
+    cfg = study_config("[train]\nlearning_rate = 1\n[resources]\ngpus_per_worker = 0.5\n", tmp_path)
+    assert (cfg.train.learning_rate, cfg.resources.gpus_per_worker) == (1, 0.5)
+
+
 def test_study_defines_its_own_arms(tmp_path):
     cfg = study_config('arms = ["wide", "tiny"]\n[arm.wide]\nlayers = 2\nunits = 64\ndropout = 0.1\n', tmp_path)
     (wide,) = cfg.custom_arms
@@ -463,6 +468,8 @@ def test_study_defines_its_own_arms(tmp_path):
      ("[train]\nepochs = 5\n", "unknown setting 'epochs' in [train]"),
      ("[train]\nmax_epochs = 'ten'\n", "max_epochs must be a whole number (got 'ten')"),
      ("seeds = 1.5\n", "seeds must be a whole number"),
+     ("n_validation = 'x'\n", "n_validation must be a whole number"),
+     ("[train]\njit_compile = 1\n", "jit_compile must be true or false"),
      ("train_sizes = [0]\n", "train size 0 must be a whole number of rows >= 1 or 'all'"),
      ("[arm.w]\nhidden = []\n", "arm 'w': hidden layers must be a non-empty list"),
      ("arms = [\n", "is not a readable TOML study file")],
