@@ -25,6 +25,11 @@ class Arm:
     activation: str = "elu"
     l1: float = 0.0  # kernel l1 penalty on each hidden layer
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Arm:
+        """The inverse of dataclasses.asdict, after a JSON round trip (lists back to tuples)."""
+        return cls(**{**d, "hidden": tuple(d["hidden"])})
+
     def regularizer(self, keras):
         """The tutorial's own calls: l2(x), l1(x), or l1_l2(l1=, l2=) when both are set."""
         if self.l1 and self.l2:

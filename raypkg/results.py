@@ -85,7 +85,7 @@ def trial_row(path: str, trial: dict, sweep_finished: bool) -> dict:
 
     arm = trial["arm"]
     row: dict = {"trial": trial["name"], "arm": arm["name"], "n_train": trial["n_train"], "seed": trial["seed"],
-                 "params": Arm(**{**arm, "hidden": tuple(arm["hidden"])}).param_count()}  # fmt: skip
+                 "params": Arm.from_dict(arm).param_count()}  # fmt: skip
     history = os.path.join(path, HISTORY_FILE)
     epochs = read_history(history) if os.path.exists(history) else []
     if epochs:

@@ -114,7 +114,7 @@ def record_failures(run_dir: str, errors: dict[str, str | None]) -> None:
 
 def make_trials(cfg: SweepConfig, rows: SplitRows) -> list[Trial]:
     """The grid, arm-major, in the user's order: arms x train sizes x seeds."""
-    arms = get_arms(list(cfg.arms), {a["name"]: Arm(**{**a, "hidden": tuple(a["hidden"])}) for a in cfg.custom_arms})
+    arms = get_arms(list(cfg.arms), {a["name"]: Arm.from_dict(a) for a in cfg.custom_arms})
     sizes = []
     for size in cfg.train_sizes or (None,):
         n = rows.n_train if size is None else size

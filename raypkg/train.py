@@ -30,7 +30,7 @@ def train_loop_per_worker(config: dict) -> None:
     marks = {"process": psutil.Process().create_time(), "loop": time.time()}  # start-up stages
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    arm, tc = Arm(**config["arm"]), TrainConfig(**config["train"])
+    arm, tc = Arm.from_dict(config["arm"]), TrainConfig(**config["train"])
     limit_threads(config["threads"])  # before the strategy starts TF's runtime
     tf.get_logger().setLevel("ERROR")  # MWMS logs every collective at INFO
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
