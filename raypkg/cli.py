@@ -10,14 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
+from raypkg.config import AshaConfig, ResourcesConfig, Splits, SweepConfig, TrainConfig
 from raypkg.errors import UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare how model capacity and regularization change overfitting on HIGGS, with Ray.")  # fmt: skip
 data_app = typer.Typer(no_args_is_help=True, help="Get HIGGS once: fetch it, prepare it for fast reads, or synthesize one.")
 app.add_typer(data_app, name="data")
-_S, _T, _R = Splits(), TrainConfig(), ResourcesConfig()
+_S, _T, _R, _A = Splits(), TrainConfig(), ResourcesConfig(), AshaConfig()
 SAMPLE_N_TRAIN = 9_000  # the shipped sample has 10,984 rows: 1,000 validation + 9,000 train + 984 test
 
 
@@ -78,7 +78,9 @@ def sweep(
     max_epochs: Annotated[O[int], typer.Option(help=f"[default: {_T.max_epochs:,}]")] = None,
     patience: Annotated[O[int], typer.Option(help=f"Epochs without a new min val_binary_crossentropy before a trial stops [default: {_T.patience}]")] = None,
     batch_size: Annotated[O[int], typer.Option(help=f"Global batch, split evenly over the workers [default: {_T.batch_size}]")] = None,
-    scheduler: Annotated[O[str], typer.Option(help="none; asha is refused for now (a stopped Train V2 trial deadlocks the sweep, ray#54305) [default: none]")] = None,
+    scheduler: Annotated[O[str], typer.Option(help="none, or asha: successive halving across trials on val_binary_crossentropy, on top of --patience [default: none]")] = None,
+    grace_period: Annotated[O[int], typer.Option(help=f"asha: epochs before trials are first compared [default: {_A.grace_period}]")] = None,
+    reduction_factor: Annotated[O[float], typer.Option(help=f"asha: at each rung (grace period x this^k epochs) a trial goes on only in the best 1/this [default: {_A.reduction_factor:g}]")] = None,
     report_every: Annotated[O[int], typer.Option(help=f"Epochs between progress reports to Ray Tune [default: {_T.report_every}]")] = None,
     checkpoint_every: Annotated[O[int], typer.Option(help=f"Epochs between checkpoints for resume and worker failures [default: {_T.checkpoint_every}]")] = None,
     max_failures: Annotated[O[int], typer.Option(help=f"Times a trial's dead workers are replaced [default: {_T.max_failures}]")] = None,

@@ -43,6 +43,14 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class AshaConfig:
+    """`--scheduler asha`: trials are compared at epochs grace_period * reduction_factor**k (raypkg/asha.py)."""
+
+    grace_period: int = 100  # epochs before the first comparison; the tutorial's Large is past its val minimum by ~30
+    reduction_factor: float = 3.0  # a trial continues at a rung if in the best 1/reduction_factor so far
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     data: str
     arms: tuple[str, ...] = ()  # empty: every registered arm
@@ -53,7 +61,8 @@ class SweepConfig:
     name: str | None = None  # None: sweep-YYYYmmdd-HHMMSS
     train_sizes: tuple[int | None, ...] = ()  # grid: train on the first n train rows; () = the whole train split
     seeds: int = 1  # grid: seeds train.seed, train.seed + 1, ...
-    scheduler: str = "none"  # "asha" is refused for now: see sweep.check_request
+    scheduler: str = "none"  # "asha": successive halving across trials, besides each trial's patience
+    asha: AshaConfig = field(default_factory=AshaConfig)
     custom_arms: tuple[dict, ...] = ()  # a study's own arms, as Arm fields
 
     def to_dict(self) -> dict:
@@ -68,6 +77,7 @@ class SweepConfig:
             "splits": Splits(**d["splits"]),
             "train": TrainConfig(**d["train"]),
             "resources": ResourcesConfig(**d["resources"]),
+            "asha": AshaConfig(**d.get("asha", {})),
             "train_sizes": tuple(d.get("train_sizes", ())),
             "custom_arms": tuple(d.get("custom_arms", ())),
         })  # fmt: skip

@@ -76,7 +76,10 @@ def reproduce_command(cfg: SweepConfig) -> str:
         f"--n-validation {sp.n_validation}", f"--train-sizes {sizes}",
         f"--n-test {sp.n_test}" if sp.n_test is not None else "", f"--seeds {cfg.seeds}", f"--seed {tc.seed}",
         f"--max-epochs {tc.max_epochs}", f"--patience {tc.patience}", f"--batch-size {tc.batch_size}",
-        f"--scheduler {cfg.scheduler}", f"--workers {res.workers}", f"--cpus-per-worker {res.cpus_per_worker}",
+        f"--scheduler {cfg.scheduler}",
+        f"--grace-period {cfg.asha.grace_period} --reduction-factor {cfg.asha.reduction_factor:g}"
+        if cfg.scheduler == "asha" else "",
+        f"--workers {res.workers}", f"--cpus-per-worker {res.cpus_per_worker}",
         f"--gpus-per-worker {res.gpus_per_worker:g}" if res.gpus_per_worker else "",
     ]  # fmt: skip
     command = " ".join(p for p in parts if p)

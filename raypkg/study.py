@@ -1,7 +1,7 @@
 """A sweep's settings from three layers: the defaults (raypkg/config.py), a study file, the command line.
 
-A study file is TOML (see jobs/studies/): sweep settings at the top level, `[train]` and `[resources]`
-tables, and `[arm.<name>]` tables for arms of the study's own. Every setting has the name of its
+A study file is TOML (see jobs/studies/): sweep settings at the top level, `[train]`, `[resources]`
+and `[asha]` tables, and `[arm.<name>]` tables for arms of the study's own. Every setting has the name of its
 command-line flag (with _ for -); a flag given on the command line wins over the file.
 
     arms = ["tiny", "large", "wide"]
@@ -22,12 +22,14 @@ import tomllib
 from dataclasses import asdict, fields
 
 from raypkg.arms import make_arm
-from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
+from raypkg.config import AshaConfig, ResourcesConfig, Splits, SweepConfig, TrainConfig
 from raypkg.errors import UsageError
 
 TOP = ("data", "arms", "n_validation", "train_sizes", "n_test", "seeds", "scheduler", "storage", "name")
 TRAIN = tuple(f.name for f in fields(TrainConfig))
 RESOURCES = tuple(f.name for f in fields(ResourcesConfig))
+ASHA = tuple(f.name for f in fields(AshaConfig))
+TABLES = {"train": TRAIN, "resources": RESOURCES, "asha": ASHA}
 
 
 def load_study(path: str) -> dict:
@@ -41,8 +43,8 @@ def load_study(path: str) -> dict:
         raise UsageError(f"{path} is not a readable TOML study file ({e})") from None
     settings: dict = {}
     for key, value in doc.items():
-        if key in ("train", "resources") and isinstance(value, dict):
-            allowed = TRAIN if key == "train" else RESOURCES
+        if key in TABLES and isinstance(value, dict):
+            allowed = TABLES[key]
             for sub, item in value.items():
                 if sub not in allowed:
                     raise UsageError(f"{path}: unknown setting {sub!r} in [{key}]; it takes {', '.join(allowed)}")
@@ -53,7 +55,7 @@ def load_study(path: str) -> dict:
             settings[key] = value
         else:
             raise UsageError(f"{path}: unknown setting {key!r}; a study takes {', '.join(TOP)}, [train], "
-                             "[resources] and [arm.<name>] tables")  # fmt: skip
+                             "[resources], [asha] and [arm.<name>] tables")  # fmt: skip
     return settings
 
 
@@ -67,11 +69,13 @@ def build_config(settings: dict, where: str = "the command line") -> SweepConfig
     splits = {"n_validation": s.pop("n_validation", Splits.n_validation), "n_test": s.pop("n_test", Splits.n_test)}
     train = {k: s.pop(k) for k in TRAIN if k in s}
     resources = {k: s.pop(k) for k in RESOURCES if k in s}
-    for cls, values in ((Splits, splits), (TrainConfig, train), (ResourcesConfig, resources), (SweepConfig, s)):
+    asha = {k: s.pop(k) for k in ASHA if k in s}
+    for cls, values in ((Splits, splits), (TrainConfig, train), (ResourcesConfig, resources), (AshaConfig, asha),
+                        (SweepConfig, s)):  # fmt: skip
         check_types(cls, values, where)
     splits = Splits(splits["n_validation"], n_train, splits["n_test"])
     return SweepConfig(arms=tuple(arms), splits=splits, train=TrainConfig(**train),
-                       resources=ResourcesConfig(**resources), train_sizes=sizes, custom_arms=custom, **s)  # fmt: skip
+                       resources=ResourcesConfig(**resources), asha=AshaConfig(**asha), train_sizes=sizes, custom_arms=custom, **s)  # fmt: skip
 
 
 def check_types(cls, values: dict, where: str) -> None:

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from raypkg.arms import Arm, get_arms
+from raypkg.asha import rung_epochs, start_rungs
 from raypkg.config import SweepConfig
 from raypkg.data import SplitRows, check_higgs, read_higgs, resolve_splits, split_higgs
 from raypkg.prepare import read_manifest, read_prepared
@@ -86,7 +87,11 @@ def run_sweep(cfg: SweepConfig, address: str | None = None, log=print, resume: b
         val, train, test = read_splits(cfg.data, rows)
         log(f"data: {rows.total:,} rows; validation {rows.n_validation:,}, train {rows.n_train:,}, "
             f"test {rows.n_test:,}")  # fmt: skip
-        record_failures(run_dir, tune_trials(cfg, todo, run_dir, (train, val, test), log))
+        rungs = None
+        if cfg.scheduler == "asha":  # decided inside the trials, not by Tune: see raypkg/asha.py
+            rungs = start_rungs(cfg.asha, cfg.train.max_epochs, run_dir, [t.name for t in trials])
+            log(f"asha: trials compared at epochs {rung_epochs(cfg.asha, cfg.train.max_epochs)}")
+        record_failures(run_dir, tune_trials(cfg, todo, run_dir, (train, val, test), rungs, log))
     write_tables(run_dir)
     write_json(os.path.join(run_dir, SUMMARY_FILE), {"finished": time.time(), "trials": load_rows(run_dir)})
     return run_dir
@@ -140,13 +145,12 @@ def check_request(cfg: SweepConfig) -> SplitRows:
         raise UsageError(f"--checkpoint-every must be at least 1 (got {tc.checkpoint_every})")
     if res.gpus_per_worker < 0:
         raise UsageError(f"--gpus-per-worker must be 0 or more (got {res.gpus_per_worker:g})")
-    if cfg.scheduler == "asha":
-        raise UsageError(
-            "--scheduler asha is not available yet: a trial that Tune stops keeps its Train workers' CPUs under "
-            "Ray Train V2 and the sweep deadlocks (seen here; ray-project/ray#54305); rely on --patience for now"
-        )
     if cfg.scheduler not in SCHEDULERS:
         raise UsageError(f"unknown --scheduler {cfg.scheduler!r}: use {' or '.join(SCHEDULERS)}")
+    if cfg.asha.grace_period < 1:
+        raise UsageError(f"--grace-period must be at least 1 epoch (got {cfg.asha.grace_period})")
+    if not cfg.asha.reduction_factor > 1:
+        raise UsageError(f"--reduction-factor must be more than 1 (got {cfg.asha.reduction_factor:g})")
     if tc.in_memory_rows < 0:
         raise UsageError(f"--in-memory-rows must be 0 (always stream) or more (got {tc.in_memory_rows})")
     if tc.batch_size % res.workers:
@@ -245,8 +249,9 @@ def max_concurrent(cfg: SweepConfig) -> int:
     return max(1, int(fits))
 
 
-def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tuple, log=print) -> dict[str, str | None]:
-    """Run one Tune trial per grid cell; return {trial name: error text or None}."""
+def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tuple, rungs=None,
+                log=print) -> dict[str, str | None]:  # fmt: skip
+    """Run one Tune trial per grid cell (`rungs`: the ASHA actor, or None); return {trial name: error text or None}."""
     from ray import tune
 
     train, val, test = splits
@@ -255,7 +260,7 @@ def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tup
     log(f"sweep: {len(trials)} trials, {concurrent} at a time, {res.workers} worker(s) each -> {run_dir}")
     shards = shard_datasets(train, val, test, sorted({t.n_train for t in trials}), res.workers)
     trainable = tune.with_resources(
-        tune.with_parameters(train_arm, datasets=shards),
+        tune.with_parameters(train_arm, datasets=shards, rungs=rungs),
         {"CPU": 0, TRIAL_SLOT: 1},  # the trial's Train workers hold the CPUs
     )
     attempt = len([d for d in os.listdir(os.path.join(run_dir, "ray")) if d.startswith("tune")]) \
@@ -268,6 +273,7 @@ def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tup
             "resources": asdict(res),
             "shard_rows": {k: ds.count() for k, ds in shards.items() if k.endswith("_0")},
             "run_dir": run_dir,
+            "asha": asdict(cfg.asha),
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrent,
@@ -312,7 +318,7 @@ def shard_datasets(train, val, test, sizes: list[int], workers: int) -> dict:
     return shards
 
 
-def train_arm(config: dict, datasets: dict) -> None:
+def train_arm(config: dict, datasets: dict, rungs=None) -> None:
     """Tune function trainable: one trial, trained by a TensorflowTrainer whose reports reach Tune.
 
     The trainer's name and storage are the trial's own, so running it again (a resumed sweep) makes
@@ -339,6 +345,9 @@ def train_arm(config: dict, datasets: dict) -> None:
                            "test": rows["test_0"]},  # fmt: skip
             "out_dir": arm_dir(config["run_dir"], name),
             "trial_start": started,
+            "trial": name,
+            "rungs": rungs,  # the sweep's ASHA actor, None without --scheduler asha
+            "asha": config["asha"],
         },
         scaling_config=ScalingConfig(
             num_workers=workers,

@@ -18,7 +18,8 @@ import psutil
 import ray.train
 
 from raypkg.arms import Arm, build_model
-from raypkg.config import TrainConfig
+from raypkg.asha import rung_epochs
+from raypkg.config import AshaConfig, TrainConfig
 from raypkg.data import FEATURES, LABEL, to_arrays
 from raypkg.keras_compat import keras, tf
 from raypkg.results import BEST_WEIGHTS_FILE, HISTORY_FILE, METRIC, RESULT_FILE, write_json
@@ -53,7 +54,9 @@ def train_loop_per_worker(config: dict) -> None:
     callbacks = [
         Validator(val_ds, steps(rows["validation"], per_replica)),  # first: the others read its val_* logs
         Patience(tc.patience, recorder),
-        recorder,
+        *([Halving(config["rungs"], config["trial"], rung_epochs(AshaConfig(**config["asha"]), tc.max_epochs), recorder, world)]
+          if config.get("rungs") else []),  # --scheduler asha
+        recorder,  # last: it sees whether this epoch stopped training
     ]
     if not recorder.finished():
         model.fit(
@@ -108,7 +111,7 @@ def save_checkpoint(model, recorder: "EpochRecorder", metrics: dict, rank: int) 
             arrays.update({f"b{i}": b for i, b in enumerate(recorder.best_weights)})
             np.savez(os.path.join(path, "arrays.npz"), n_weights=len(weights), n_optimizer=len(optimizer), **arrays)
             with open(os.path.join(path, "state.json"), "w") as f:
-                json.dump({"rows": recorder.rows, "starts": recorder.starts}, f)
+                json.dump({"rows": recorder.rows, "starts": recorder.starts, "rungs": recorder.rungs}, f)
             checkpoint = ray.train.Checkpoint.from_directory(path)
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -246,6 +249,31 @@ class Patience(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class Halving(keras.callbacks.Callback):
+    """ASHA's rule at each rung epoch (raypkg/asha.py): rank 0 asks the sweep's rungs actor whether this
+    trial's best val BCE so far is in the best 1/reduction_factor of the trials that reached the rung;
+    every worker stops on the same epoch when it is not."""
+
+    def __init__(self, rungs, trial: str, epochs: list[int], recorder: "EpochRecorder", world: int):
+        super().__init__()
+        self.rungs, self.trial, self.epochs, self.recorder, self.world = rungs, trial, set(epochs), recorder, world
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 not in self.epochs:
+            return
+        decision = None
+        if ray.train.get_context().get_world_rank() == 0:
+            value = self.recorder.best_row(including=logs)[METRIC]
+            decision = ray.get(self.rungs.decide.remote(self.trial, epoch + 1, value))
+        if self.world > 1:
+            from ray.train.collective import broadcast_from_rank_zero
+
+            decision = broadcast_from_rank_zero(decision)
+        self.recorder.rungs.append(decision)
+        if not decision["continue"]:
+            self.model.stop_training = True
+
+
 class EpochRecorder(keras.callbacks.Callback):
     """Keeps the per-epoch rows and the best weights, appends rows to history.csv (rank 0), reports to
     Ray Train every `report_every` epochs and checkpoints every `checkpoint_every` (same epochs on every rank)."""
@@ -257,6 +285,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self.rows: list[dict] = state["rows"] if state else []
         self.starts: list[int] = [*state["starts"], len(self.rows)] if state else [0]  # epoch each attempt began at
         self.best_weights = state["best_weights"] if state else None
+        self.rungs: list[dict] = state.get("rungs", []) if state else []  # ASHA's decisions at each rung reached
         self._log: ArmLog | None = None
         self.fit_started = time.time()
 
@@ -294,6 +323,12 @@ class EpochRecorder(keras.callbacks.Callback):
         elif row["epoch"] % self.tc.report_every == 0 and not last:
             ray.train.report(metrics)
 
+    def stopped_by(self) -> str:
+        if self.rows[-1]["epoch"] >= self.tc.max_epochs:
+            return "max_epochs"
+        halted = self.rungs and not self.rungs[-1]["continue"]
+        return "asha" if halted else "patience"
+
     def on_train_end(self, logs=None):
         if self._log:
             self._log.close()
@@ -313,7 +348,8 @@ class EpochRecorder(keras.callbacks.Callback):
             "val_auc_at_best": best["val_auc"],
             f"final_{METRIC}": self.rows[-1][METRIC],
             **test,  # the best weights on the test split
-            "stopped_by": "max_epochs" if epochs >= self.tc.max_epochs else "patience",
+            "stopped_by": self.stopped_by(),
+            "rungs": self.rungs,  # --scheduler asha: value, cutoff and verdict at each rung reached
             "rows_per_epoch": self.rows[-1]["rows"],
             "val_rows_per_epoch": self.rows[-1]["val_rows"],
             "attempts": self.starts,  # [0] for a trial that never restarted; [0, 40] resumed at epoch 40

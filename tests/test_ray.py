@@ -4,6 +4,7 @@ Small data (the shipped sample's real rows), few epochs; nothing about Ray or Te
 """
 
 import csv
+import dataclasses
 import gzip
 import json
 import os
@@ -490,3 +491,44 @@ def test_report_page(sweep_dir, tmp_path):
     for name in ("curves_size.png", "curves_regularizer.png"):
         assert f"]({name})" in text and (tmp_path / "report" / name).exists()
     assert "<img src=\"curves_size.png\"" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_asha_stops_the_trials_behind_at_a_rung(ray_session, tmp_path):
+    """--scheduler asha with 2-worker trials one at a time: Large goes first and passes every rung, an arm
+    crippled by l2=10 is behind it at the first rung and stops there; every verdict is Tune's rule
+    applied to the values the earlier trials recorded, and the sweep ends (no trial is killed from outside)."""
+    from raypkg.arms import Arm
+    from raypkg.config import AshaConfig
+    from raypkg.sweep import run_sweep
+
+    starved = Arm("starved", hidden=(16,), l2=10.0)
+    cfg = SweepConfig(data=sample_path(), arms=("large", "starved", "tiny"), splits=SPLITS, storage=str(tmp_path),
+                      name="asha", scheduler="asha", asha=AshaConfig(grace_period=4, reduction_factor=2),
+                      custom_arms=(dataclasses.asdict(starved),),
+                      resources=ResourcesConfig(workers=2, max_concurrent=1),
+                      train=TrainConfig(max_epochs=12, patience=1_000, report_every=2))  # fmt: skip
+    run_dir = run_sweep(cfg, **QUIET)
+    results = {name: trial_files(run_dir, f"{name}-n2000-s0") for name in ("large", "starved", "tiny")}
+
+    large, _ = results["large"]  # first at every rung: nobody to compare with
+    assert (large["stopped_by"], large["epochs"]) == ("max_epochs", 12)
+    assert [(r["epoch"], r["cutoff"], r["continue"]) for r in large["rungs"]] == [(4, None, True), (8, None, True)]
+    starved_result, _ = results["starved"]
+    assert (starved_result["stopped_by"], starved_result["epochs"]) == ("asha", 4)
+    assert starved_result["test_rows"] > 0  # a halted trial still finishes: best weights scored on test
+
+    recorded: dict[int, list[float]] = {4: [], 8: []}
+    for name in ("large", "starved", "tiny"):  # the order they ran in (longest first)
+        result, history = results[name]
+        for rung in result["rungs"]:
+            best = min(row["val_binary_crossentropy"] for row in history[: rung["epoch"]])
+            assert rung["value"] == pytest.approx(best)
+            rivals = recorded[rung["epoch"]]
+            cutoff = float(np.percentile(rivals, 50)) if rivals else None
+            assert rung["cutoff"] == (pytest.approx(cutoff) if rivals else None)
+            assert rung["continue"] == (cutoff is None or best <= cutoff)
+            rivals.append(best)
+        last = result["rungs"][-1]
+        assert result["stopped_by"] == ("max_epochs" if last["continue"] else "asha")
+        assert result["epochs"] == len(history) == (12 if last["continue"] else last["epoch"])
+    assert [r["stopped_by"] for r in load_rows(run_dir)][1] == "asha"

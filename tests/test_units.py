@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from raypkg.arms import ARMS, Arm, build_model, get_arms, make_arm
-from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
+from raypkg.asha import Rungs, read_metric, rung_epochs
+from raypkg.config import AshaConfig, ResourcesConfig, Splits, SweepConfig, TrainConfig
 from raypkg.data import SplitRows, check_higgs, resolve_splits, sample_path
 from raypkg.errors import UsageError
 from raypkg.results import format_rows, load_rows
@@ -394,7 +395,8 @@ def test_load_rows_needs_sweep_json(tmp_path):
     [({"train": TrainConfig(report_every=0)}, "--report-every"),
      ({"train": TrainConfig(patience=0)}, "--patience"),
      ({"train": TrainConfig(in_memory_rows=-1)}, "--in-memory-rows must be 0"),
-     ({"scheduler": "asha"}, "--scheduler asha is not available yet"),
+     ({"asha": AshaConfig(grace_period=0)}, "--grace-period must be at least 1"),
+     ({"asha": AshaConfig(reduction_factor=1)}, "--reduction-factor must be more than 1"),
      ({"scheduler": "pbt"}, "unknown --scheduler 'pbt'"),
      ({"seeds": 0}, "--seeds must be at least 1"),
      ({"resources": ResourcesConfig(workers=3)}, "does not split evenly over --workers 3")],
@@ -456,6 +458,13 @@ def test_study_numbers_may_be_whole_where_any_number_goes(tmp_path):
     assert (cfg.train.learning_rate, cfg.resources.gpus_per_worker) == (1, 0.5)
 
 
+def test_study_sets_asha_and_flags_override_it(tmp_path):
+    cfg = study_config('scheduler = "asha"\n[asha]\ngrace_period = 20\nreduction_factor = 2\n', tmp_path,
+                       grace_period=5)  # fmt: skip
+    assert (cfg.scheduler, cfg.asha) == ("asha", AshaConfig(grace_period=5, reduction_factor=2))
+    assert SweepConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_study_defines_its_own_arms(tmp_path):
     cfg = study_config('arms = ["wide", "tiny"]\n[arm.wide]\nlayers = 2\nunits = 64\ndropout = 0.1\n', tmp_path)
     (wide,) = cfg.custom_arms
@@ -493,3 +502,49 @@ def test_verdict_reads_the_interval(difference, low, high, better, expected):
 
     row = {"a": "large", "b": "tiny", "difference": difference, "ci_low": low, "ci_high": high}
     assert verdict(row, better) == expected
+
+
+# --- asha ---------------------------------------------------------------------------------------
+
+
+def test_rungs_grow_by_the_reduction_factor_below_max_epochs():
+    assert rung_epochs(AshaConfig(grace_period=100, reduction_factor=3), 10_000) == [100, 300, 900, 2700, 8100]
+    assert rung_epochs(AshaConfig(grace_period=2, reduction_factor=1.5), 10) == [2, 3, 4, 7]  # rounded, distinct
+    assert rung_epochs(AshaConfig(grace_period=50, reduction_factor=3), 50) == []  # a trial never gets there
+
+
+def test_first_trial_at_a_rung_continues_then_only_the_best_third():
+    rungs = Rungs(AshaConfig(grace_period=4, reduction_factor=3), 100)
+    assert rungs.decide("a", 4, 0.60) == {"epoch": 4, "value": 0.60, "cutoff": None, "rivals": 0, "continue": True}
+    assert not rungs.decide("b", 4, 0.61)["continue"]  # worse than the only rival
+    assert rungs.decide("c", 4, 0.59)["continue"]
+    third = rungs.decide("d", 4, 0.605)  # rivals 0.59, 0.60, 0.61: cutoff at their 33rd percentile
+    assert third["cutoff"] == pytest.approx(0.5966667, abs=1e-6) and not third["continue"]
+    assert rungs.decide("b", 4, 0.50)["continue"] is False  # asked again (a restarted worker): the first answer
+
+
+def test_rungs_match_tunes_asha_cutoff():
+    """Same verdicts as Tune's ASHAScheduler bracket for a sequence of trials (min mode)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    values = [0.64, 0.66, 0.62, 0.65, 0.61, 0.67, 0.63]
+    ours = Rungs(AshaConfig(grace_period=1, reduction_factor=3), 10)
+    tune = _Bracket(min_t=1, max_t=10, reduction_factor=3, s=0)
+    for i, v in enumerate(values):
+        expected = tune.on_result(SimpleNamespace(trial_id=f"t{i}"), 1, -v)  # Tune maximizes: min mode negates
+        assert ours.decide(f"t{i}", 1, v)["continue"] == (expected == "CONTINUE"), (i, v)
+
+
+def test_replayed_history_counts_rungs_passed_but_not_the_last_epoch():
+    rungs = Rungs(AshaConfig(grace_period=2, reduction_factor=2), 100)  # rungs 2, 4, 8, ...
+    rungs.replay("a", [0.7, 0.65, 0.66, 0.64])  # 4 epochs: went past rung 2, stopped at rung 4 unasked
+    assert rungs.recorded[2] == {"a": 0.65} and rungs.recorded[4] == {}
+    assert rungs.decide("a", 2, 0.9)["continue"]
+
+
+def test_read_metric_reads_val_bce_per_epoch(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,val_binary_crossentropy\n1,0.69\n2,0.68\n")
+    assert read_metric(str(path)) == [0.69, 0.68] and read_metric(str(tmp_path / "none.csv")) == []
