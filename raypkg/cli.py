@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from functools import wraps
 from typing import Annotated, Optional
@@ -89,15 +90,16 @@ def sweep(
     cpus_per_worker: Annotated[O[int], typer.Option(help=f"[default: {_R.cpus_per_worker}]")] = None,
     gpus_per_worker: Annotated[O[float], typer.Option(help="> 0 trains on GPUs [default: 0]")] = None,
     max_concurrent: Annotated[O[int], typer.Option(help="Trials at once [default: as many as the CPUs/GPUs hold]")] = None,
-    storage: Annotated[O[str], typer.Option(help=f"Directory that holds run directories [default: {SweepConfig.storage}]")] = None,
+    storage: Annotated[O[str], typer.Option(envvar="RAYPKG_STORAGE", help=f"Directory that holds run directories; on a cluster one every node mounts (NFS) [default: {SweepConfig.storage}]")] = None,
     name: Annotated[O[str], typer.Option(help="Run directory name [default: sweep-<date>-<time>]")] = None,
     address: Annotated[O[str], typer.Option(help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]")] = None,
     format: Annotated[str, typer.Option(help="Summary format: table, csv or json")] = "table",
     by: Annotated[str, typer.Option(help="Summary rows: group (arm and size, mean and sd over seeds) or trial")] = "group",
+    report: Annotated[bool, typer.Option("--report", help="Also write the report (as `raypkg report`) to RUN_DIR/report")] = False,
 ) -> None:
     """Train each arm x size x seed as a Ray Tune trial of a Ray Train TensorflowTrainer, then print the summary."""
     given = {k: v for k, v in locals().items() if v is not None}  # the flags on the command line
-    flags = {k: v for k, v in given.items() if k not in ("study", "resume", "address", "format", "by")}
+    flags = {k: v for k, v in given.items() if k not in ("study", "resume", "address", "format", "by", "report")}
     from raypkg.results import format_rows, load_rows
     from raypkg.sweep import run_sweep
 
@@ -107,6 +109,10 @@ def sweep(
         run_dir = run_sweep(cfg, address=address, log=print, resume=bool(resume))
     print(format_rows(load_rows(run_dir), format, by))
     print(f"results: {run_dir}", file=sys.stderr)
+    if report:
+        from raypkg.report import write_report
+
+        print(f"report: {write_report(run_dir, os.path.join(run_dir, 'report'))}", file=sys.stderr)
 
 
 def sweep_config(study: str | None, flags: dict) -> SweepConfig:
@@ -131,7 +137,6 @@ def sweep_config(study: str | None, flags: dict) -> SweepConfig:
 def resumed_config(name: str, flags: dict) -> SweepConfig:
     """The stored settings of the sweep to resume; only where it lives may be given again."""
     import json
-    import os
 
     from raypkg.results import SWEEP_FILE
 

@@ -21,6 +21,7 @@ Run directory (<trial> is e.g. large-n10000-s0):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -204,12 +205,47 @@ def connect(address: str | None, log=print) -> None:
     env = {"env_vars": WORKER_ENV}
     if address:
         log(f"ray: connecting to the cluster at {address}")
+        check_cluster(address)
         ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level="WARNING")
     else:
         cpus = os.cpu_count() or 1
         log(f"ray: starting a local instance on this machine ({cpus} CPUs); give --address to use a cluster")
         ray.init(num_cpus=cpus, resources={TRIAL_SLOT: 1000}, include_dashboard=False,
                  runtime_env=env, log_to_driver=False, logging_level="WARNING")  # fmt: skip
+
+
+def check_cluster(address: str) -> None:
+    """One clear line, not a minute of retries and a traceback, when the cluster at `address` (host:port)
+    refuses us for want of its token or does not answer."""
+    import ray.exceptions
+    from ray._raylet import GcsClient  # what ray.init itself connects with
+
+    if address in ("auto", "local") or "://" in address:
+        return  # resolved by ray.init itself
+    try:
+        with silenced_stderr():  # the C++ client logs each failed attempt
+            GcsClient(address=address, cluster_id=None)
+    except ray.exceptions.AuthenticationError:
+        raise UsageError(
+            f"the Ray cluster at {address} wants its token: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+            "RAY_AUTH_TOKEN_PATH) as cluster/README.md shows"
+        ) from None
+    except ray.exceptions.RpcError:
+        raise UsageError(f"no Ray cluster answers at {address}: check --address / RAY_ADDRESS "
+                         "(host:port of the head's GCS, 6379 by default) and the tunnel to it") from None  # fmt: skip
+
+
+@contextlib.contextmanager
+def silenced_stderr():
+    """File descriptor 2 to /dev/null for the block: also silences C++ code."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def check_resources(cfg: SweepConfig) -> None:
