@@ -165,3 +165,136 @@ def test_raypkg_without_the_token_says_so_in_one_line(token_head, tmp_path):
     (error,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert "wants its token: set RAY_AUTH_MODE=token" in error and "Traceback" not in done.stderr
     assert not (tmp_path / "refused").exists()
+
+
+# --- cluster configs: checked against the schemas Ray and KubeRay define -------------------------------
+
+
+def launcher_config(path: Path = ROOT / "cluster" / "aws-gpu.yaml") -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def validate_launcher(config: dict) -> dict:
+    """What `ray up` does before it launches anything: defaults filled in, then Ray's JSON schema."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(config)
+    validate_config(prepared)
+    return prepared
+
+
+def test_cluster_launcher_yaml_passes_rays_schema():
+    prepared = validate_launcher(launcher_config())
+    assert prepared["docker"]["image"] == f"rayproject/ray:{ray_version()}-py311-gpu"
+    workers = prepared["available_node_types"]["gpu_worker"]
+    assert workers["min_workers"] == 0 and workers["max_workers"] >= 1  # autoscaling GPU nodes
+
+
+def test_cluster_launcher_yaml_with_a_misspelt_field_fails_the_schema():
+    import jsonschema
+
+    config = launcher_config()
+    config["max_worker"] = config.pop("max_workers")
+    with pytest.raises(jsonschema.ValidationError, match="max_worker"):
+        validate_launcher(config)
+
+
+def test_cluster_launcher_keeps_auth_on_and_the_dashboard_private():
+    config = launcher_config()
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
+    (head,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in head
+    assert config["file_mounts"]["/home/ray/.ray/auth_token"].startswith("~/")  # from the user's machine, not the repo
+
+
+def ray_version() -> str:
+    import ray
+
+    return ray.__version__
+
+
+def strict(properties: dict, required: tuple = ()) -> dict:
+    """A JSON-schema object that takes these fields and no others: a misspelt field fails."""
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+QUANTITIES = {"type": "object", "additionalProperties": {"type": ["string", "integer"]}}
+CONTAINER = strict({
+    "name": {"type": "string"}, "image": {"type": "string"}, "env": {"type": "array"},
+    "resources": strict({"requests": QUANTITIES, "limits": QUANTITIES}),
+    "ports": {"type": "array", "items": strict({"containerPort": {"type": "integer"}, "name": {"type": "string"}},
+                                               ("containerPort",))},
+    "volumeMounts": {"type": "array", "items": strict({"name": {"type": "string"}, "mountPath": {"type": "string"}},
+                                                      ("name", "mountPath"))},
+}, ("name", "image"))  # fmt: skip
+POD_TEMPLATE = strict({"spec": strict({
+    "containers": {"type": "array", "minItems": 1, "items": CONTAINER},
+    "volumes": {"type": "array"}, "tolerations": {"type": "array"}, "nodeSelector": STRINGS,
+}, ("containers",))}, ("spec",))  # fmt: skip
+RAY_CLUSTER_SPEC = strict({  # KubeRay's RayClusterSpec, the fields of its API reference that we use
+    "rayVersion": {"type": "string"},
+    "authOptions": strict({"mode": {"enum": ["disabled", "token"]}, "secretName": {"type": "string"}}),
+    "enableInTreeAutoscaling": {"type": "boolean"},
+    "autoscalerOptions": strict({"idleTimeoutSeconds": {"type": "integer"},
+                                 "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]}}),
+    "headGroupSpec": strict({"serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                             "rayStartParams": STRINGS, "template": POD_TEMPLATE}, ("template",)),
+    "workerGroupSpecs": {"type": "array", "items": strict({
+        "groupName": {"type": "string"}, "replicas": {"type": "integer"}, "minReplicas": {"type": "integer"},
+        "maxReplicas": {"type": "integer"}, "rayStartParams": STRINGS, "template": POD_TEMPLATE,
+    }, ("groupName", "template"))},
+}, ("headGroupSpec",))  # fmt: skip
+KUBERAY = {
+    "RayCluster": RAY_CLUSTER_SPEC,
+    "RayJob": strict({
+        "entrypoint": {"type": "string"}, "runtimeEnvYAML": {"type": "string"},
+        "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]},
+        "shutdownAfterJobFinishes": {"type": "boolean"}, "ttlSecondsAfterFinished": {"type": "integer"},
+        "activeDeadlineSeconds": {"type": "integer"}, "rayClusterSpec": RAY_CLUSTER_SPEC,
+    }, ("entrypoint", "rayClusterSpec")),
+}  # fmt: skip
+
+
+def validate_kuberay(doc: dict) -> None:
+    import jsonschema
+
+    jsonschema.validate(doc, strict({
+        "apiVersion": {"const": "ray.io/v1"}, "kind": {"enum": list(KUBERAY)},
+        "metadata": {"type": "object", "required": ["name"]}, "spec": KUBERAY[doc.get("kind", "RayCluster")],
+    }, ("apiVersion", "kind", "metadata", "spec")))  # fmt: skip
+
+
+@pytest.mark.parametrize("name, kind", [("raycluster", "RayCluster"), ("rayjob", "RayJob")])
+def test_kuberay_manifests_pass_the_schema_with_auth_on_and_no_public_service(name, kind):
+    doc = launcher_config(ROOT / "cluster" / "kuberay" / f"{name}.yaml")
+    validate_kuberay(doc)
+    spec = doc["spec"] if kind == "RayCluster" else doc["spec"]["rayClusterSpec"]
+    assert doc["kind"] == kind and spec["authOptions"] == {"mode": "token"}
+    assert spec["rayVersion"] == ray_version() and spec["headGroupSpec"]["serviceType"] == "ClusterIP"
+    groups = spec["workerGroupSpecs"]
+    assert all(c["resources"]["limits"].get("nvidia.com/gpu") for g in groups for c in g["template"]["spec"]["containers"])
+    if kind == "RayJob":
+        entry = doc["spec"]["entrypoint"].split()
+        assert entry[:2] == ["python", "/home/ray/raypkg/jobs/sweep.py"] and "--storage" in entry
+        assert (ROOT / entry[entry.index("--study") + 1].removeprefix("/home/ray/raypkg/")).exists()
+
+
+def test_kuberay_schema_catches_a_misspelt_field():
+    import jsonschema
+
+    doc = launcher_config(ROOT / "cluster" / "kuberay" / "raycluster.yaml")
+    doc["spec"]["workerGroupSpecs"][0]["maxReplica"] = doc["spec"]["workerGroupSpecs"][0].pop("maxReplicas")
+    with pytest.raises(jsonschema.ValidationError, match="maxReplica"):
+        validate_kuberay(doc)
+
+
+def test_the_image_and_the_launcher_pin_the_tested_versions():
+    dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray_version()}-py311-gpu" in dockerfile
+    assert '"/home/ray/raypkg[gpu]"' in dockerfile  # pyproject.toml's pins, plus CUDA wheels for TF
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"ray[train,tune,default]=={ray_version()}"' in pyproject
