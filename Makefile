@@ -25,5 +25,11 @@ demo: $(BIN)/raypkg
 test: $(BIN)/raypkg
 	$(BIN)/python -m pytest -q --durations=10
 
+# The benchmarks of README's Performance section: tables on stdout, JSON in bench/out/ (~15 min on 2 cores).
+bench: $(BIN)/raypkg
+	$(BIN)/python bench/ingest.py --rows 1e6
+	$(BIN)/python bench/sweep_cost.py
+	$(BIN)/python bench/epoch_cost.py --arms tiny,large --epochs 15
+
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -7,7 +7,12 @@ On one HIGGS-format .csv.gz (synthesized unless --file is given), each reader go
              -> batch(10000).map(pack_row).unbatch() -> batch(500), iterated to the end;
 - pyarrow:   pyarrow.csv.read_csv of the whole file into one table (the fastest raw parse, no checks);
 - prepare:   raypkg's one pass: parse, check every row, hash the source, write Parquet shards + manifest;
-- parquet:   reading the prepared train split back (what every sweep does instead of parsing CSV).
+- parquet:   reading the prepared train and test splits back with pyarrow;
+- sweep:     raypkg's data path on the prepared directory, as a sweep runs it: Ray Data reads it, cuts
+             validation/train/test, hands a worker its shards, which it turns into arrays and tf.data
+             batches of 500, iterated to the end (Ray's start-up excluded);
+- sweep-raw: the same path straight from the .csv.gz (a sweep without `data prepare`: the check pass
+             over the file, then Ray Data's parse).
 Ratios are against the tutorial pipeline and against pyarrow, measured in this same run.
 """
 
@@ -58,6 +63,36 @@ def parquet_read(dest: str) -> int:
     return pq.read_table(os.path.join(dest, "train")).num_rows + pq.read_table(os.path.join(dest, "test")).num_rows
 
 
+def sweep_path(data: str) -> int:
+    """Every row through the sweep's data path: check, read, split, shard, arrays, tf.data batches of 500."""
+    import tensorflow as tf
+
+    from raypkg.config import Splits
+    from raypkg.data import check_higgs, resolve_splits, to_arrays
+    from raypkg.prepare import read_manifest
+    from raypkg.sweep import read_splits, shard_datasets
+
+    total = read_manifest(data)["rows"] if os.path.isdir(data) else check_higgs(data)
+    rows = resolve_splits(Splits(n_validation=1_000, n_train=None, n_test=None), total, source=data)
+    val, train, test = read_splits(data, rows)
+    seen = 0
+    for shard in shard_datasets(train, val, test, [rows.n_train], workers=1).values():
+        x, y = to_arrays(shard.iter_batches(batch_format="numpy", batch_size=None))  # as train.feed does
+        for _x, y_batch in tf.data.Dataset.from_tensor_slices((x, y)).batch(500):
+            seen += int(y_batch.shape[0])
+    return seen
+
+
+def start_ray() -> None:
+    import logging
+
+    import ray
+
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
 def timed(fn, *args) -> tuple[int, float]:
     start = time.perf_counter()
     rows = fn(*args)
@@ -85,19 +120,22 @@ def main() -> None:
             "parquet": timed(parquet_read, dest),
             "tutorial": timed(tutorial, path),
         }
+        start_ray()
+        results["sweep"] = timed(sweep_path, dest)
+        results["sweep-raw"] = timed(sweep_path, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = {name: r for name, (r, _) in results.items()}
-    assert len({rows["pyarrow"], rows["prepare"], rows["tutorial"]}) == 1, rows  # every reader saw every row
+    assert len({rows[k] for k in ("pyarrow", "prepare", "tutorial", "sweep", "sweep-raw")}) == 1, rows  # every row
     rate = {name: r / s for name, (r, s) in results.items()}
     table = [
         {"reader": name, "rows": r, "seconds": round(s, 2), "rows_per_s": round(rate[name]),
          "vs_tutorial": round(rate[name] / rate["tutorial"], 2), "vs_pyarrow": round(rate[name] / rate["pyarrow"], 2)}
         for name, (r, s) in results.items()
     ]  # fmt: skip
-    print(f"{'reader':<10}{'rows':>12}{'s':>8}{'rows/s':>12}{'x tutorial':>12}{'x pyarrow':>11}")
+    print(f"{'reader':<11}{'rows':>12}{'s':>8}{'rows/s':>12}{'x tutorial':>12}{'x pyarrow':>11}")
     for row in table:
-        print(f"{row['reader']:<10}{row['rows']:>12,}{row['seconds']:>8.2f}{row['rows_per_s']:>12,}"
+        print(f"{row['reader']:<11}{row['rows']:>12,}{row['seconds']:>8.2f}{row['rows_per_s']:>12,}"
               f"{row['vs_tutorial']:>12.2f}{row['vs_pyarrow']:>11.2f}")  # fmt: skip
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

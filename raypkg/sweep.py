@@ -361,18 +361,19 @@ def train_arm(config: dict, datasets: dict, rungs=None) -> None:
     Ray Train restore its latest checkpoint; FailureConfig replaces dead workers the same way.
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raypkg.train import train_loop_per_worker
+    from raypkg.backend import MultiWorkerConfig
 
     started = time.time()
     trial, res, workers = config["trial"], config["resources"], config["resources"]["workers"]
     name, rows = trial["name"], config["shard_rows"]
     mine = {f"train_{r}": datasets[f"train_n{trial['n_train']}_{r}"] for r in range(workers)}
     mine.update({f"{s}_{r}": datasets[f"{s}_{r}"] for s in ("validation", "test") for r in range(workers)})
-    trainer = TensorflowTrainer(
-        train_loop_per_worker,
+    trainer = DataParallelTrainer(  # = TensorflowTrainer, without importing TensorFlow here (raypkg/backend.py)
+        train_worker,
+        backend_config=MultiWorkerConfig(),
         train_loop_config={
             "arm": trial["arm"],
             "train": {**config["train"], "seed": trial["seed"]},
@@ -401,3 +402,26 @@ def train_arm(config: dict, datasets: dict, rungs=None) -> None:
         ),
     )
     trainer.fit()
+    note_trial_end(arm_dir(config["run_dir"], name), started)
+
+
+def train_worker(config: dict) -> None:
+    """raypkg.train's loop, imported in the Train worker only: TensorFlow's import stays out of the trial
+    driver and the Train controller, which unpickle this function (raypkg/backend.py)."""
+    from raypkg.train import train_loop_per_worker
+
+    train_loop_per_worker(config)
+
+
+def note_trial_end(out_dir: str, started: float) -> None:
+    """Add the trial's whole wall time to its result.json, and the part after the worker's result: shutting
+    down the worker group and the trainer (the fixed cost at a trial's end)."""
+    import json
+
+    path = os.path.join(out_dir, RESULT_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        result = json.load(f)
+    trial_s = time.time() - started
+    write_json(path, {**result, "trial_s": trial_s, "teardown_s": trial_s - result["wall_s"]})
