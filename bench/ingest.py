@@ -78,8 +78,8 @@ def sweep_path(data: str) -> int:
     seen = 0
     for shard in shard_datasets(train, val, test, [rows.n_train], workers=1).values():
         x, y = to_arrays(shard.iter_batches(batch_format="numpy", batch_size=None))  # as train.feed does
-        for _x, y_batch in tf.data.Dataset.from_tensor_slices((x, y)).batch(500):
-            seen += int(y_batch.shape[0])
+        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(500)
+        seen += int(batches.reduce(0, lambda n, batch: n + tf.shape(batch[1])[0]))  # consumed in TF, as fit does
     return seen
 
 

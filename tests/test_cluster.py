@@ -89,7 +89,7 @@ def stop_head(head: subprocess.Popen) -> None:
     except psutil.NoSuchProcess:
         family = []
     with_suppress(os.killpg, head.pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(family, timeout=30)
+    _, alive = psutil.wait_procs(family, timeout=10)
     for process in alive:
         with_suppress(process.kill)
     head.wait(timeout=30)
