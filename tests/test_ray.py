@@ -532,3 +532,11 @@ def test_asha_stops_the_trials_behind_at_a_rung(ray_session, tmp_path):
         assert result["stopped_by"] == ("max_epochs" if last["continue"] else "asha")
         assert result["epochs"] == len(history) == (12 if last["continue"] else last["epoch"])
     assert [r["stopped_by"] for r in load_rows(run_dir)][1] == "asha"
+
+    from raypkg.asha import start_rungs  # what a resumed sweep starts with: the rungs the histories went past
+
+    rungs = start_rungs(cfg.asha, 12, run_dir, [f"{a}-n2000-s0" for a in ("large", "starved", "tiny")])
+    assert ray_session.get(rungs.decide.remote("large-n2000-s0", 8, 9.9))["continue"]  # passed before: stands
+    newcomer = ray_session.get(rungs.decide.remote("newcomer", 4, 9.9))
+    past_four = 1 + (results["tiny"][0]["epochs"] > 4)  # large and maybe tiny; starved stopped at 4 itself
+    assert (newcomer["rivals"], newcomer["continue"]) == (past_four, False)
