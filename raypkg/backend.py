@@ -5,7 +5,8 @@ importing anything from `ray.train.tensorflow` imports TensorFlow itself (its pa
 on this machine, in the trial driver and again in the Train controller, both before the first worker
 process starts. This backend does what TensorflowConfig's does — each worker gets a TF_CONFIG naming
 every worker's address and its own index, for MultiWorkerMirroredStrategy — from a module that does
-not import TensorFlow; only the Train workers do. Measured with bench/trial_cost.py.
+not import TensorFlow; only the Train workers do (22 s -> 14-16 s from trial start to the first
+step, bench/sweep_cost.py). tests/test_units.py checks the TF_CONFIG against Ray's own.
 """
 
 from __future__ import annotations

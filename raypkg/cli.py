@@ -97,7 +97,7 @@ def sweep(
     by: Annotated[str, typer.Option(help="Summary rows: group (arm and size, mean and sd over seeds) or trial")] = "group",
     report: Annotated[bool, typer.Option("--report", help="Also write the report (as `raypkg report`) to RUN_DIR/report")] = False,
 ) -> None:
-    """Train each arm x size x seed as a Ray Tune trial of a Ray Train TensorflowTrainer, then print the summary."""
+    """Train each arm x size x seed as a Ray Tune trial of a Ray Train data-parallel TensorFlow trainer, then print the summary."""
     given = {k: v for k, v in locals().items() if v is not None}  # the flags on the command line
     flags = {k: v for k, v in given.items() if k not in ("study", "resume", "address", "format", "by", "report")}
     from raypkg.results import format_rows, load_rows

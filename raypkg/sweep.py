@@ -1,5 +1,5 @@
-"""A sweep: a grid of arms x training-set sizes x seeds, each a Ray Tune trial of a Ray Train
-`TensorflowTrainer` (Train V2 pattern).
+"""A sweep: a grid of arms x training-set sizes x seeds, each a Ray Tune trial of a Ray Train data-parallel
+TensorFlow trainer (Train V2 pattern; see raypkg/backend.py for why not `TensorflowTrainer` itself).
 
 Everything a user can get wrong is checked before the run directory exists, so a failed start leaves
 nothing behind that could pass for a result. The data is read and split once, in the driver, and
@@ -355,7 +355,8 @@ def shard_datasets(train, val, test, sizes: list[int], workers: int) -> dict:
 
 
 def train_arm(config: dict, datasets: dict, rungs=None) -> None:
-    """Tune function trainable: one trial, trained by a TensorflowTrainer whose reports reach Tune.
+    """Tune function trainable: one trial, trained by Ray Train (MultiWorkerMirroredStrategy workers) whose
+    reports reach Tune.
 
     The trainer's name and storage are the trial's own, so running it again (a resumed sweep) makes
     Ray Train restore its latest checkpoint; FailureConfig replaces dead workers the same way.

@@ -54,10 +54,11 @@ def train_loop_per_worker(config: dict) -> None:
     callbacks = [
         Validator(val_ds, steps(rows["validation"], per_replica)),  # first: the others read its val_* logs
         Patience(tc.patience, recorder),
-        *([Halving(config["rungs"], config["trial"], rung_epochs(AshaConfig(**config["asha"]), tc.max_epochs), recorder, world)]
-          if config.get("rungs") else []),  # --scheduler asha
         recorder,  # last: it sees whether this epoch stopped training
     ]
+    if config.get("rungs"):  # --scheduler asha
+        rungs = rung_epochs(AshaConfig(**config["asha"]), tc.max_epochs)
+        callbacks.insert(-1, Halving(config["rungs"], config["trial"], rungs, recorder, world))
     if not recorder.finished():
         model.fit(
             train_ds,

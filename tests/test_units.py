@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -548,3 +549,31 @@ def test_read_metric_reads_val_bce_per_epoch(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,val_binary_crossentropy\n1,0.69\n2,0.68\n")
     assert read_metric(str(path)) == [0.69, 0.68] and read_metric(str(tmp_path / "none.csv")) == []
+
+
+# --- the Train backend ---------------------------------------------------------------------------
+
+
+def test_tf_config_is_the_one_rays_tensorflow_backend_sets(monkeypatch):
+    from ray.train.tensorflow.config import _setup_tensorflow_environment
+
+    from raypkg.backend import set_tf_config
+
+    addresses = ["10.0.0.1:1234", "10.0.0.2:1234"]
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _setup_tensorflow_environment(addresses, 1)
+    rays = os.environ["TF_CONFIG"], os.environ["TF_USE_LEGACY_KERAS"]
+    monkeypatch.delenv("TF_CONFIG")
+    set_tf_config(addresses, 1)
+    assert (os.environ["TF_CONFIG"], os.environ["TF_USE_LEGACY_KERAS"]) == rays
+
+
+def test_the_trial_driver_does_not_import_tensorflow():
+    """TensorFlow costs ~5 s per process: only Train workers may import it (raypkg/backend.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raypkg.sweep, raypkg.backend; from raypkg.sweep import train_arm, train_worker; "
+            "print('tensorflow' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
