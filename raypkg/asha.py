@@ -14,13 +14,12 @@ to the other workers so they stop on the same epoch.
 
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
 
 from raypkg.config import AshaConfig
-from raypkg.results import HISTORY_FILE, METRIC, arm_dir
+from raypkg.results import HISTORY_FILE, METRIC, arm_dir, read_history
 
 
 def rung_epochs(asha: AshaConfig, max_epochs: int) -> list[int]:
@@ -74,15 +73,7 @@ def start_rungs(asha: AshaConfig, max_epochs: int, run_dir: str, trial_names: li
 
     actor = ray.remote(num_cpus=0)(Rungs).remote(asha, max_epochs)
     for name in trial_names:
-        values = read_metric(os.path.join(arm_dir(run_dir, name), HISTORY_FILE))
-        if values:
-            actor.replay.remote(name, values)
+        path = os.path.join(arm_dir(run_dir, name), HISTORY_FILE)
+        if os.path.isfile(path):
+            actor.replay.remote(name, [row[METRIC] for row in read_history(path)])
     return actor
-
-
-def read_metric(path: str) -> list[float]:
-    """val BCE per epoch from a history.csv, [] when there is none yet."""
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        return [float(row[METRIC]) for row in csv.DictReader(f)]

@@ -74,8 +74,8 @@ def build_config(settings: dict, where: str = "the command line") -> SweepConfig
                         (SweepConfig, s)):  # fmt: skip
         check_types(cls, values, where)
     splits = Splits(splits["n_validation"], n_train, splits["n_test"])
-    return SweepConfig(arms=tuple(arms), splits=splits, train=TrainConfig(**train),
-                       resources=ResourcesConfig(**resources), asha=AshaConfig(**asha), train_sizes=sizes, custom_arms=custom, **s)  # fmt: skip
+    return SweepConfig(arms=tuple(arms), splits=splits, train=TrainConfig(**train), resources=ResourcesConfig(**resources),
+                       asha=AshaConfig(**asha), train_sizes=sizes, custom_arms=custom, **s)  # fmt: skip
 
 
 def check_types(cls, values: dict, where: str) -> None:

@@ -309,7 +309,7 @@ def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tup
             "resources": asdict(res),
             "shard_rows": {k: ds.count() for k, ds in shards.items() if k.endswith("_0")},
             "run_dir": run_dir,
-            "asha": asdict(cfg.asha),
+            "rung_epochs": rung_epochs(cfg.asha, cfg.train.max_epochs) if rungs else [],
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrent,
@@ -385,7 +385,7 @@ def train_arm(config: dict, datasets: dict, rungs=None) -> None:
             "trial_start": started,
             "trial": name,
             "rungs": rungs,  # the sweep's ASHA actor, None without --scheduler asha
-            "asha": config["asha"],
+            "rung_epochs": config["rung_epochs"],
         },
         scaling_config=ScalingConfig(
             num_workers=workers,

@@ -18,8 +18,7 @@ import psutil
 import ray.train
 
 from raypkg.arms import Arm, build_model
-from raypkg.asha import rung_epochs
-from raypkg.config import AshaConfig, TrainConfig
+from raypkg.config import TrainConfig
 from raypkg.data import FEATURES, LABEL, to_arrays
 from raypkg.keras_compat import keras, tf
 from raypkg.results import BEST_WEIGHTS_FILE, HISTORY_FILE, METRIC, RESULT_FILE, write_json
@@ -57,8 +56,7 @@ def train_loop_per_worker(config: dict) -> None:
         recorder,  # last: it sees whether this epoch stopped training
     ]
     if config.get("rungs"):  # --scheduler asha
-        rungs = rung_epochs(AshaConfig(**config["asha"]), tc.max_epochs)
-        callbacks.insert(-1, Halving(config["rungs"], config["trial"], rungs, recorder, world))
+        callbacks.insert(-1, Halving(config["rungs"], config["trial"], config["rung_epochs"], recorder, world))
     if not recorder.finished():
         model.fit(
             train_ds,

@@ -170,7 +170,8 @@ def test_raypkg_without_the_token_says_so_in_one_line(token_head, tmp_path):
 # --- cluster configs: checked against the schemas Ray and KubeRay define -------------------------------
 
 
-def launcher_config(path: Path = ROOT / "cluster" / "aws-gpu.yaml") -> dict:
+def load_yaml(path: Path = ROOT / "cluster" / "aws-gpu.yaml") -> dict:
+    """A config file as data; the cluster-launcher YAML unless told."""
     import yaml
 
     return yaml.safe_load(path.read_text())
@@ -186,7 +187,7 @@ def validate_launcher(config: dict) -> dict:
 
 
 def test_cluster_launcher_yaml_passes_rays_schema():
-    prepared = validate_launcher(launcher_config())
+    prepared = validate_launcher(load_yaml())
     assert prepared["docker"]["image"] == f"rayproject/ray:{ray_version()}-py311-gpu"
     workers = prepared["available_node_types"]["gpu_worker"]
     assert workers["min_workers"] == 0 and workers["max_workers"] >= 1  # autoscaling GPU nodes
@@ -195,14 +196,14 @@ def test_cluster_launcher_yaml_passes_rays_schema():
 def test_cluster_launcher_yaml_with_a_misspelt_field_fails_the_schema():
     import jsonschema
 
-    config = launcher_config()
+    config = load_yaml()
     config["max_worker"] = config.pop("max_workers")
     with pytest.raises(jsonschema.ValidationError, match="max_worker"):
         validate_launcher(config)
 
 
 def test_cluster_launcher_keeps_auth_on_and_the_dashboard_private():
-    config = launcher_config()
+    config = load_yaml()
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
     (head,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
@@ -270,7 +271,7 @@ def validate_kuberay(doc: dict) -> None:
 
 @pytest.mark.parametrize("name, kind", [("raycluster", "RayCluster"), ("rayjob", "RayJob")])
 def test_kuberay_manifests_pass_the_schema_with_auth_on_and_no_public_service(name, kind):
-    doc = launcher_config(ROOT / "cluster" / "kuberay" / f"{name}.yaml")
+    doc = load_yaml(ROOT / "cluster" / "kuberay" / f"{name}.yaml")
     validate_kuberay(doc)
     spec = doc["spec"] if kind == "RayCluster" else doc["spec"]["rayClusterSpec"]
     assert doc["kind"] == kind and spec["authOptions"] == {"mode": "token"}
@@ -286,7 +287,7 @@ def test_kuberay_manifests_pass_the_schema_with_auth_on_and_no_public_service(na
 def test_kuberay_schema_catches_a_misspelt_field():
     import jsonschema
 
-    doc = launcher_config(ROOT / "cluster" / "kuberay" / "raycluster.yaml")
+    doc = load_yaml(ROOT / "cluster" / "kuberay" / "raycluster.yaml")
     doc["spec"]["workerGroupSpecs"][0]["maxReplica"] = doc["spec"]["workerGroupSpecs"][0].pop("maxReplicas")
     with pytest.raises(jsonschema.ValidationError, match="maxReplica"):
         validate_kuberay(doc)

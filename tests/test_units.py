@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from raypkg.arms import ARMS, Arm, build_model, get_arms, make_arm
-from raypkg.asha import Rungs, read_metric, rung_epochs
+from raypkg.asha import Rungs, rung_epochs
 from raypkg.config import AshaConfig, ResourcesConfig, Splits, SweepConfig, TrainConfig
 from raypkg.data import SplitRows, check_higgs, resolve_splits, sample_path
 from raypkg.errors import UsageError
@@ -543,12 +543,6 @@ def test_replayed_history_counts_rungs_passed_but_not_the_last_epoch():
     rungs.replay("a", [0.7, 0.65, 0.66, 0.64])  # 4 epochs: went past rung 2, stopped at rung 4 unasked
     assert rungs.recorded[2] == {"a": 0.65} and rungs.recorded[4] == {}
     assert rungs.decide("a", 2, 0.9)["continue"]
-
-
-def test_read_metric_reads_val_bce_per_epoch(tmp_path):
-    path = tmp_path / "history.csv"
-    path.write_text("epoch,val_binary_crossentropy\n1,0.69\n2,0.68\n")
-    assert read_metric(str(path)) == [0.69, 0.68] and read_metric(str(tmp_path / "none.csv")) == []
 
 
 # --- the Train backend ---------------------------------------------------------------------------
