@@ -1,6 +1,7 @@
 """Where a sweep's time goes, against plain Keras measured in this same run (the machine is noisy).
 
-    .venv/bin/python bench/sweep_cost.py [--epochs 20] [--sweep-epochs 5] [--out bench/out/sweep_cost.json]
+    .venv/bin/python bench/sweep_cost.py [--epochs 20] [--sweep-epochs 5] [--parts step,fixed,overhead]
+                                         [--out bench/out/sweep_cost.json]
 
 On the shipped sample (1,000 validation rows, 9,000 train rows, batch 500, one thread per worker):
 1. training step: samples/s of the Large arm trained by `raypkg sweep` with 1 worker and with 2,
@@ -97,34 +98,38 @@ def measure(args) -> dict:
     rows, storage = sample_rows(), tempfile.mkdtemp(prefix="raypkg-bench-sweep-")
     out = {"machine": {"cpus": os.cpu_count()}, "epochs": args.epochs, "sweep_epochs": args.sweep_epochs}
 
-    plain = steady(plain_fit("large", args.epochs, rows))
-    one, _ = sweep(storage, "large-1w", ("large",), args.epochs, workers=1)
-    two, _ = sweep(storage, "large-2w", ("large",), args.epochs, workers=2)
-    s1, s2 = steady(epoch_seconds(one, "large-n9000-s0")), steady(epoch_seconds(two, "large-n9000-s0"))
-    out["training_step"] = {
-        "arm": "large", "rows_per_epoch": 9_000,
-        "plain_samples_per_s": round(9_000 / plain), "raypkg_1w_samples_per_s": round(9_000 / s1),
-        "raypkg_2w_samples_per_s": round(9_000 / s2),
-        "raypkg_1w_vs_plain": round(plain / s1, 2), "raypkg_2w_vs_1w": round(s1 / s2, 2),
-    }  # fmt: skip
+    if "step" in args.parts:
+        plain = steady(plain_fit("large", args.epochs, rows))
+        one, _ = sweep(storage, "large-1w", ("large",), args.epochs, workers=1)
+        two, _ = sweep(storage, "large-2w", ("large",), args.epochs, workers=2)
+        s1, s2 = steady(epoch_seconds(one, "large-n9000-s0")), steady(epoch_seconds(two, "large-n9000-s0"))
+        out["training_step"] = {
+            "arm": "large", "rows_per_epoch": 9_000,
+            "plain_samples_per_s": round(9_000 / plain), "raypkg_1w_samples_per_s": round(9_000 / s1),
+            "raypkg_2w_samples_per_s": round(9_000 / s2),
+            "raypkg_1w_vs_plain": round(plain / s1, 2), "raypkg_2w_vs_1w": round(s1 / s2, 2),
+        }  # fmt: skip
 
-    tiny, _ = sweep(storage, "tiny-3", ("tiny",), 5, seeds=3, max_concurrent=1)
-    stages = [result(tiny, f"tiny-n9000-s{s}") for s in range(3)]
-    med = lambda key: round(statistics.median(r[key] for r in stages), 2)  # noqa: E731
-    out["fixed_cost_per_trial"] = {
-        "trials": 3, "startup_s": med("startup_s"), "worker_process_s": med("ready_process_s"),
-        "worker_loop_s": med("ready_loop_s"), "data_in_s": med("ready_data_s"), "model_built_s": med("ready_model_s"),
-        "teardown_s": med("teardown_s"), "trial_s": med("trial_s"),
-    }  # fmt: skip
+    if "fixed" in args.parts:
+        tiny, _ = sweep(storage, "tiny-3", ("tiny",), 5, seeds=3, max_concurrent=1)
+        stages = [result(tiny, f"tiny-n9000-s{s}") for s in range(3)]
+        med = lambda key: round(statistics.median(r.get(key, float("nan")) for r in stages), 2)  # noqa: E731
+        out["fixed_cost_per_trial"] = {
+            "trials": 3, "startup_s": med("startup_s"), "worker_process_s": med("ready_process_s"),
+            "tf_imported_s": med("ready_tf_s"), "worker_loop_s": med("ready_loop_s"),
+            "data_in_s": med("ready_data_s"), "model_built_s": med("ready_model_s"),
+            "teardown_s": med("teardown_s"), "trial_s": med("trial_s"),
+        }  # fmt: skip
 
-    from raypkg.arms import TUTORIAL
+    if "overhead" in args.parts:
+        from raypkg.arms import TUTORIAL
 
-    script_s = plain_script_seconds(args.sweep_epochs)
-    _, sweep_s = sweep(storage, "tutorial", TUTORIAL, args.sweep_epochs)
-    out["sweep_overhead"] = {
-        "arms": len(TUTORIAL), "epochs": args.sweep_epochs, "plain_script_s": round(script_s, 1),
-        "raypkg_sweep_s": round(sweep_s, 1), "raypkg_vs_plain": round(script_s / sweep_s, 2),
-    }  # fmt: skip
+        script_s = plain_script_seconds(args.sweep_epochs)
+        _, sweep_s = sweep(storage, "tutorial", TUTORIAL, args.sweep_epochs)
+        out["sweep_overhead"] = {
+            "arms": len(TUTORIAL), "epochs": args.sweep_epochs, "plain_script_s": round(script_s, 1),
+            "raypkg_sweep_s": round(sweep_s, 1), "raypkg_vs_plain": round(script_s / sweep_s, 2),
+        }  # fmt: skip
     ray.shutdown()
     return out
 
@@ -150,24 +155,28 @@ def run_plain_script(epochs: int) -> None:
 
 
 def print_table(out: dict) -> None:
-    t, f, s = out["training_step"], out["fixed_cost_per_trial"], out["sweep_overhead"]
-    print(f"1. training step, Large, {out['epochs']} epochs of 9,000 rows (median epoch after {WARMUP}):")
-    print(f"   plain model.fit      {t['plain_samples_per_s']:>8,} samples/s   1.00")
-    print(f"   raypkg, 1 worker     {t['raypkg_1w_samples_per_s']:>8,} samples/s   {t['raypkg_1w_vs_plain']:.2f}x plain")
-    print(f"   raypkg, 2 workers    {t['raypkg_2w_samples_per_s']:>8,} samples/s   {t['raypkg_2w_vs_1w']:.2f}x 1 worker")
-    print(f"2. fixed cost per trial (median of {f['trials']} Tiny trials, one at a time), seconds after trial start:")
-    print(f"   worker process exists {f['worker_process_s']:>6.1f}   train loop entered {f['worker_loop_s']:>6.1f}"
-          f"   data in {f['data_in_s']:>6.1f}   first step {f['startup_s']:>6.1f}")  # fmt: skip
-    print(f"   last epoch -> trial end {f['teardown_s']:>5.1f}   whole trial {f['trial_s']:>6.1f}")
-    print(f"3. sweep overhead, the tutorial's {s['arms']} arms x {s['epochs']} epochs:")
-    print(f"   plain script {s['plain_script_s']:>7.1f} s   raypkg sweep {s['raypkg_sweep_s']:>7.1f} s"
-          f"   raypkg {s['raypkg_vs_plain']:.2f}x the plain script's speed")  # fmt: skip
+    if t := out.get("training_step"):
+        print(f"1. training step, Large, {out['epochs']} epochs of 9,000 rows (median epoch after {WARMUP}):")
+        print(f"   plain model.fit      {t['plain_samples_per_s']:>8,} samples/s   1.00")
+        print(f"   raypkg, 1 worker     {t['raypkg_1w_samples_per_s']:>8,} samples/s   {t['raypkg_1w_vs_plain']:.2f}x plain")
+        print(f"   raypkg, 2 workers    {t['raypkg_2w_samples_per_s']:>8,} samples/s   {t['raypkg_2w_vs_1w']:.2f}x 1 worker")
+    if f := out.get("fixed_cost_per_trial"):
+        print(f"2. fixed cost per trial (median of {f['trials']} Tiny trials, one at a time), seconds after trial start:")
+        print(f"   worker process exists {f['worker_process_s']:>5.1f}   TensorFlow imported {f['tf_imported_s']:>5.1f}"
+              f"   train loop entered {f['worker_loop_s']:>5.1f}   data in {f['data_in_s']:>5.1f}"
+              f"   first step {f['startup_s']:>5.1f}")  # fmt: skip
+        print(f"   last epoch -> trial end {f['teardown_s']:>5.1f}   whole trial {f['trial_s']:>6.1f}")
+    if s := out.get("sweep_overhead"):
+        print(f"3. sweep overhead, the tutorial's {s['arms']} arms x {s['epochs']} epochs:")
+        print(f"   plain script {s['plain_script_s']:>7.1f} s   raypkg sweep {s['raypkg_sweep_s']:>7.1f} s"
+              f"   raypkg {s['raypkg_vs_plain']:.2f}x the plain script's speed")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the Large training-step runs")
     parser.add_argument("--sweep-epochs", type=int, default=5, help="epochs per arm in the sweep-overhead run")
+    parser.add_argument("--parts", default="step,fixed,overhead", help="which of the three to measure")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "sweep_cost.json"))
     parser.add_argument("--plain-script", type=int, help=argparse.SUPPRESS)  # internal: the plain baseline of 3.
     args = parser.parse_args()

@@ -300,12 +300,18 @@ def check_higgs(path: str) -> int:
 
 
 def ordered_reads() -> None:
-    """Ray Data keeps rows in file order (the splits are row ranges) and reads quietly."""
+    """Ray Data keeps rows in file order (the splits are row ranges) and reads quietly.
+
+    Parquet goes through Ray Data's first datasource: the DataSourceV2 pipeline that Ray 2.60 uses
+    by default (ListFiles -> ReadFiles) costs 1.5-4 s per read here even for one small file, against
+    0.1 s, and reads 1M rows into one block that must then be copied to be cut (bench/ingest.py).
+    """
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
+    ctx.use_datasource_v2 = False
 
 
 def read_higgs(path: str):
@@ -320,21 +326,3 @@ def read_higgs(path: str):
         arrow_open_stream_args={"compression": "gzip" if is_gzip(path) else None},
         file_extensions=None,  # the content decides, not the name
     )
-
-
-def split_higgs(ds, rows: SplitRows):
-    """(validation, train, test) Ray Datasets cut from `ds` by row position (materializes `ds` once)."""
-    val, train, _unused, test = ds.split_at_indices(rows.boundaries())
-    return val, train, test
-
-
-def to_arrays(batches) -> tuple:
-    """Features (n, 28) and labels (n, 1), float32, from an iterable of column-dict numpy batches."""
-    import numpy as np
-
-    parts = list(batches)
-    if not parts:
-        return np.zeros((0, len(FEATURES)), np.float32), np.zeros((0, 1), np.float32)
-    x = np.concatenate([np.column_stack([b[c] for c in FEATURES]) for b in parts]).astype(np.float32)
-    y = np.concatenate([b[LABEL] for b in parts]).astype(np.float32).reshape(-1, 1)
-    return x, y

@@ -205,29 +205,23 @@ def read_manifest(path: str) -> dict:
     return manifest
 
 
-def read_prepared(path: str, rows) -> tuple:
-    """(validation, train, test) Ray Datasets of `rows` (a SplitRows), the same rows `split_higgs` cuts
-    from the source file. Only the files that hold them are read, in parallel and in row order;
-    validation and train come from one read (each Ray Data read costs ~2 s of start-up here)."""
+def read_covering(path: str, ranges) -> tuple:
+    """A Ray Dataset of the prepared files that hold any row of `ranges` ((start, stop) row pairs), read
+    in parallel and in row order, and the position in it of a row at or between those files' bounds."""
     import ray.data
 
     from raypkg.data import ordered_reads
 
     ordered_reads()
     manifest = read_manifest(path)
-    v, t = rows.n_validation, rows.n_train
-    val, train, _rest = ray.data.read_parquet(files_between(path, manifest, 0, v + t)[0], schema=SCHEMA) \
-        .split_at_indices([v, v + t])  # fmt: skip
-    first = rows.total - rows.n_test
-    files, skip = files_between(path, manifest, first, rows.total) if rows.n_test else ([], 0)
-    test = ray.data.read_parquet(files or files_between(path, manifest, 0, 1)[0], schema=SCHEMA)
-    if skip:  # a test range that does not start on a file boundary (prepare's own does)
-        test = test.split_at_indices([skip])[1]
-    return val, train, test.limit(rows.n_test)
+    files = [f for s in SPLITS for f in manifest["splits"][s]["files"]
+             if any(f["start"] < stop and f["start"] + f["rows"] > start for start, stop in ranges)]  # fmt: skip
+    offsets = [sum(f["rows"] for f in files[:i]) for i in range(len(files))]  # each file's first position
 
+    def position(row: int) -> int:
+        for f, offset in zip(files, offsets):
+            if f["start"] <= row <= f["start"] + f["rows"]:
+                return offset + row - f["start"]
+        return 0  # an empty range's bound outside every file: only ever compared with itself
 
-def files_between(path: str, manifest: dict, start: int, stop: int) -> tuple[list[str], int]:
-    """The files holding rows [start, stop), in row order, and how many rows of the first to skip."""
-    chosen = [f for s in SPLITS for f in manifest["splits"][s]["files"]
-              if f["start"] < stop and f["start"] + f["rows"] > start]  # fmt: skip
-    return [os.path.join(path, f["path"]) for f in chosen], start - chosen[0]["start"]
+    return ray.data.read_parquet([os.path.join(path, f["path"]) for f in files], schema=SCHEMA), position

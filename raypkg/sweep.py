@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass
 from raypkg.arms import Arm, get_arms
 from raypkg.asha import rung_epochs, start_rungs
 from raypkg.config import SweepConfig
-from raypkg.data import SplitRows, check_higgs, read_higgs, resolve_splits, split_higgs
-from raypkg.prepare import read_manifest, read_prepared
+from raypkg.data import SplitRows, check_higgs, resolve_splits
+from raypkg.prepare import read_manifest
 from raypkg.errors import UsageError
+from raypkg.shards import cut_shards, shard_ranges, streamable
 from raypkg.results import (ERROR_FILE, RESULT_FILE, SUMMARY_FILE, SWEEP_FILE, arm_dir, error_line, load_rows,
                             write_json, write_tables)  # fmt: skip
 
@@ -40,6 +41,9 @@ TRIAL_SLOT = "raypkg_trial"  # custom resource: one per running trial's driver f
 WORKER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TF's C++ INFO/WARNING lines, once per worker
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # a report waits at most this long for the controller
+}
+LOCAL_ENV = {
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # one machine has no node to preempt: one process less per trial
 }
 
 
@@ -85,14 +89,15 @@ def run_sweep(cfg: SweepConfig, address: str | None = None, log=print, resume: b
     if resume:
         log(f"resume: {len(trials) - len(todo)} of {len(trials)} trials already done, {len(todo)} to run")
     if todo:
-        val, train, test = read_splits(cfg.data, rows)
+        ranges = shard_ranges(rows, sorted({t.n_train for t in todo}), cfg.resources.workers)
+        shards = streamable(cut_shards(cfg.data, ranges), ranges, cfg.train.in_memory_rows)
         log(f"data: {rows.total:,} rows; validation {rows.n_validation:,}, train {rows.n_train:,}, "
             f"test {rows.n_test:,}")  # fmt: skip
         rungs = None
         if cfg.scheduler == "asha":  # decided inside the trials, not by Tune: see raypkg/asha.py
             rungs = start_rungs(cfg.asha, cfg.train.max_epochs, run_dir, [t.name for t in trials])
             log(f"asha: trials compared at epochs {rung_epochs(cfg.asha, cfg.train.max_epochs)}")
-        record_failures(run_dir, tune_trials(cfg, todo, run_dir, (train, val, test), rungs, log))
+        record_failures(run_dir, tune_trials(cfg, todo, run_dir, shards, ranges, rungs, log))
     write_tables(run_dir)
     write_json(os.path.join(run_dir, SUMMARY_FILE), {"finished": time.time(), "trials": load_rows(run_dir)})
     return run_dir
@@ -165,14 +170,6 @@ def check_request(cfg: SweepConfig) -> SplitRows:
     return resolve_splits(cfg.splits, total, source=cfg.data)
 
 
-def read_splits(data: str, rows: SplitRows) -> tuple:
-    """(validation, train, test) Ray Datasets, read once for the whole sweep: the same rows either way,
-    from a prepared directory (only the files of each split, in parallel) or a raw file (one pass)."""
-    if os.path.isdir(data):
-        return read_prepared(data, rows)
-    return split_higgs(read_higgs(data), rows)
-
-
 def run_dir_path(storage: str, name: str | None, resume: bool = False) -> str:
     """Absolute storage/name (Ray needs absolute paths): a new one, or with `resume` an existing sweep's."""
     name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
@@ -202,16 +199,16 @@ def connect(address: str | None, log=print) -> None:
         return
     logging.getLogger("ray").setLevel(logging.WARNING)  # Ray Data and Tune narrate every step at INFO
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": WORKER_ENV}
     if address:
         log(f"ray: connecting to the cluster at {address}")
         check_cluster(address)
-        ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level="WARNING")
+        ray.init(address=address, runtime_env={"env_vars": WORKER_ENV}, log_to_driver=False, logging_level="WARNING")
     else:
         cpus = os.cpu_count() or 1
         log(f"ray: starting a local instance on this machine ({cpus} CPUs); give --address to use a cluster")
         ray.init(num_cpus=cpus, resources={TRIAL_SLOT: 1000}, include_dashboard=False,
-                 runtime_env=env, log_to_driver=False, logging_level="WARNING")  # fmt: skip
+                 runtime_env={"env_vars": {**WORKER_ENV, **LOCAL_ENV}}, log_to_driver=False,
+                 logging_level="WARNING")  # fmt: skip
 
 
 def check_cluster(address: str) -> None:
@@ -285,18 +282,17 @@ def max_concurrent(cfg: SweepConfig) -> int:
     return max(1, int(fits))
 
 
-def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tuple, rungs=None,
+def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, shards: dict, ranges: dict, rungs=None,
                 log=print) -> dict[str, str | None]:  # fmt: skip
-    """Run one Tune trial per grid cell (`rungs`: the ASHA actor, or None); return {trial name: error text or None}."""
+    """Run one Tune trial per grid cell on the `shards` (raypkg/shards.py) of their row `ranges`
+    (`rungs`: the ASHA actor, or None); return {trial name: error text or None}."""
     from ray import tune
 
-    train, val, test = splits
     concurrent = min(max_concurrent(cfg), len(trials))
     res = cfg.resources
     log(f"sweep: {len(trials)} trials, {concurrent} at a time, {res.workers} worker(s) each -> {run_dir}")
-    shards = shard_datasets(train, val, test, sorted({t.n_train for t in trials}), res.workers)
     trainable = tune.with_resources(
-        tune.with_parameters(train_arm, datasets=shards, rungs=rungs),
+        tune.with_parameters(train_arm, shards=shards, rungs=rungs),  # put in the object store once
         {"CPU": 0, TRIAL_SLOT: 1},  # the trial's Train workers hold the CPUs
     )
     attempt = len([d for d in os.listdir(os.path.join(run_dir, "ray")) if d.startswith("tune")]) \
@@ -307,7 +303,7 @@ def tune_trials(cfg: SweepConfig, trials: list[Trial], run_dir: str, splits: tup
             "trial": tune.grid_search([t.to_dict() for t in longest_first(trials)]),
             "train": asdict(cfg.train),
             "resources": asdict(res),
-            "shard_rows": {k: ds.count() for k, ds in shards.items() if k.endswith("_0")},
+            "shard_rows": {k: stop - start for k, (start, stop) in ranges.items() if k.endswith("_0")},
             "run_dir": run_dir,
             "rung_epochs": rung_epochs(cfg.asha, cfg.train.max_epochs) if rungs else [],
         },
@@ -337,41 +333,24 @@ def trial_name(trial) -> str:
     return trial.config["trial"]["name"]
 
 
-def shard_datasets(train, val, test, sizes: list[int], workers: int) -> dict:
-    """{"train_n<size>_<rank>", "validation_<rank>", "test_<rank>"}: equal, contiguous per-worker shards,
-    cut once per sweep and kept in Ray's object store, where every trial's workers read them (nothing
-    is re-read per trial). Each size is the first rows of the train split.
-
-    Cut here rather than by Ray Train's per-trial streaming split, which starts a coordinator actor
-    per dataset per trial (~3 s each on 2 cores). Equal shards give every worker the same number of
-    steps; up to workers-1 rows of each split are left out when it does not divide evenly.
-    """
-    shards = {}
-    splits = [(f"train_n{n}", train.limit(n)) for n in sizes] + [("validation", val), ("test", test)]
-    for split, ds in splits:
-        parts = ds.split(workers, equal=True) if workers > 1 else [ds.materialize()]  # split() materializes
-        shards.update({f"{split}_{rank}": part for rank, part in enumerate(parts)})
-    return shards
-
-
-def train_arm(config: dict, datasets: dict, rungs=None) -> None:
+def train_arm(config: dict, shards: dict, rungs=None) -> None:
     """Tune function trainable: one trial, trained by Ray Train (MultiWorkerMirroredStrategy workers) whose
     reports reach Tune.
 
     The trainer's name and storage are the trial's own, so running it again (a resumed sweep) makes
     Ray Train restore its latest checkpoint; FailureConfig replaces dead workers the same way.
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raypkg.backend import MultiWorkerConfig
+    from raypkg.backend import MultiWorkerConfig, worker_runtime_env
 
     started = time.time()
     trial, res, workers = config["trial"], config["resources"], config["resources"]["workers"]
     name, rows = trial["name"], config["shard_rows"]
-    mine = {f"train_{r}": datasets[f"train_n{trial['n_train']}_{r}"] for r in range(workers)}
-    mine.update({f"{s}_{r}": datasets[f"{s}_{r}"] for s in ("validation", "test") for r in range(workers)})
+    mine = {f"train_{r}": shards[f"train_n{trial['n_train']}_{r}"] for r in range(workers)}
+    mine.update({f"{s}_{r}": shards[f"{s}_{r}"] for s in ("validation", "test") for r in range(workers)})
     trainer = DataParallelTrainer(  # = TensorflowTrainer, without importing TensorFlow here (raypkg/backend.py)
         train_worker,
         backend_config=MultiWorkerConfig(),
@@ -386,20 +365,20 @@ def train_arm(config: dict, datasets: dict, rungs=None) -> None:
             "trial": name,
             "rungs": rungs,  # the sweep's ASHA actor, None without --scheduler asha
             "rung_epochs": config["rung_epochs"],
+            "shards": mine,  # worker r reads *_r: object refs of its blocks (raypkg/shards.py)
         },
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=res["gpus_per_worker"] > 0,
             resources_per_worker={"CPU": res["cpus_per_worker"], "GPU": res["gpus_per_worker"]},
         ),
-        datasets=mine,
-        dataset_config=DataConfig(datasets_to_split=[]),  # already sharded: worker r reads *_r
         run_config=RunConfig(
             name=name,
             storage_path=os.path.join(config["run_dir"], "ray", "train"),
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=config["train"]["max_failures"]),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the latest; it also holds the best weights
+            worker_runtime_env=worker_runtime_env(),  # TensorFlow's import starts with the worker process
         ),
     )
     trainer.fit()

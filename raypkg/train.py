@@ -1,8 +1,9 @@
 """One arm's training: the Ray Train worker loop, the only code that touches MultiWorkerMirroredStrategy.
 
-Each worker feeds its Ray Data shard to Keras as a per-replica dataset (no re-sharding, no re-batching
-by tf.distribute), held in memory when it is small and streamed from Ray's object store when not, trains until patience runs out, and reports to Ray
-every `report_every` epochs. Rank 0 writes the per-epoch history, TensorBoard events and result.json.
+Each worker feeds its shard (raypkg/shards.py) to Keras as a per-replica dataset (no re-sharding, no
+re-batching by tf.distribute), held in memory when it is small and streamed from Ray's object store
+when not, trains until patience runs out, and reports to Ray every `report_every` epochs. Rank 0
+writes the per-epoch history, TensorBoard events and result.json.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import psutil
 import ray.train
 
 from raypkg.arms import Arm, build_model
+from raypkg.backend import PRELOADED
 from raypkg.config import TrainConfig
-from raypkg.data import FEATURES, LABEL, to_arrays
+from raypkg import shards
+from raypkg.data import FEATURES
 from raypkg.keras_compat import keras, tf
 from raypkg.results import BEST_WEIGHTS_FILE, HISTORY_FILE, METRIC, RESULT_FILE, write_json
 
@@ -27,7 +30,7 @@ STREAM_SHUFFLE_ROWS = 100_000  # shuffle window of a streamed shard (~12 MB)
 
 
 def train_loop_per_worker(config: dict) -> None:
-    marks = {"process": psutil.Process().create_time(), "loop": time.time()}  # start-up stages
+    marks = {"process": psutil.Process().create_time(), **PRELOADED, "loop": time.time()}  # start-up stages
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     arm, tc = Arm.from_dict(config["arm"]), TrainConfig(**config["train"])
@@ -37,8 +40,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     per_replica = tc.batch_size // world  # the global batch is split evenly, as in one-process Keras
     rows = config["shard_rows"]  # this worker's rows of each split (equal on every worker)
-    train_ds = feed(strategy, f"train_{rank}", rows["train"], per_replica, tc, shuffle_seed=tc.seed * 7919 + rank)
-    val_ds = feed(strategy, f"validation_{rank}", rows["validation"], per_replica, tc)
+    mine = {split: config["shards"][f"{split}_{rank}"] for split in ("train", "validation", "test")}
+    train_ds = feed(strategy, mine["train"], rows["train"], per_replica, tc, shuffle_seed=tc.seed * 7919 + rank)
+    val_ds = feed(strategy, mine["validation"], rows["validation"], per_replica, tc)
     marks["data"] = time.time()
 
     keras.utils.set_random_seed(tc.seed)
@@ -68,7 +72,7 @@ def train_loop_per_worker(config: dict) -> None:
         )
     checksum = check_replicas_agree(model, world)
     model.set_weights(recorder.best_weights)
-    test = evaluate_test(model, strategy, rows.get("test", 0), per_replica, tc) if rows.get("test") else {}
+    test = evaluate_test(model, strategy, mine["test"], rows["test"], per_replica, tc) if rows["test"] else {}
     result = recorder.result(arm, world, checksum=checksum, test=test)
     if out_dir:
         np.savez(os.path.join(out_dir, BEST_WEIGHTS_FILE), *recorder.best_weights)
@@ -115,19 +119,19 @@ def save_checkpoint(model, recorder: "EpochRecorder", metrics: dict, rank: int) 
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def evaluate_test(model, strategy, rows: int, per_replica: int, tc: TrainConfig) -> dict:
+def evaluate_test(model, strategy, shard, rows: int, per_replica: int, tc: TrainConfig) -> dict:
     """BCE, accuracy and AUC of `model` (the best weights) on the test split, all workers' shards together."""
-    test_ds = feed(strategy, f"test_{ray.train.get_context().get_world_rank()}", rows, per_replica, tc)
+    test_ds = feed(strategy, shard, rows, per_replica, tc)
     metrics = model.evaluate(test_ds, steps=steps(rows, per_replica), return_dict=True, verbose=0)
     return {f"test_{k}": float(v) for k, v in metrics.items() if k in ("binary_crossentropy", "accuracy", "auc", "rows")}
 
 
-def feed(strategy, shard_name: str, rows: int, per_replica: int, tc: TrainConfig, shuffle_seed: int | None = None):
-    """A repeating per-replica dataset over this worker's Ray Data shard, one pass per epoch: held in
-    memory when it has at most `tc.in_memory_rows` rows (read once), else streamed every epoch."""
-    shard = ray.train.get_dataset_shard(shard_name)
+def feed(strategy, shard, rows: int, per_replica: int, tc: TrainConfig, shuffle_seed: int | None = None):
+    """A repeating per-replica dataset over this worker's shard, one pass per epoch: held in memory when
+    it has at most `tc.in_memory_rows` rows (its blocks fetched once), else streamed from Ray's object
+    store every epoch (the shard is then a Ray Dataset: `shards.streamable`)."""
     if rows <= tc.in_memory_rows:
-        x, y = to_arrays(shard.iter_batches(batch_format="numpy", batch_size=None))
+        x, y = shards.load(shard)
         return distribute(strategy, x, y, per_replica, shuffle_seed)
     return stream(strategy, shard, per_replica, shuffle=shuffle_seed is not None)
 
@@ -158,12 +162,10 @@ def distribute(strategy, x, y, per_replica: int, shuffle_seed: int | None = None
     return strategy.distribute_datasets_from_function(per_worker)
 
 
-def stream(strategy, shard, per_replica: int, shuffle: bool):
+def stream(strategy, dataset, per_replica: int, shuffle: bool):
     """The shard streamed from Ray's object store, a pass per epoch, shuffled within a window of rows."""
     def batches():
-        for b in shard.iter_batches(batch_size=per_replica, batch_format="numpy", prefetch_batches=4,
-                                    local_shuffle_buffer_size=STREAM_SHUFFLE_ROWS if shuffle else None):  # fmt: skip
-            yield np.column_stack([b[c] for c in FEATURES]), b[LABEL].reshape(-1, 1)
+        return shards.stream(dataset, per_replica, STREAM_SHUFFLE_ROWS if shuffle else None)
 
     signature = (tf.TensorSpec((None, len(FEATURES)), tf.float32), tf.TensorSpec((None, 1), tf.float32))
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from raypkg.config import ResourcesConfig, Splits, SweepConfig, TrainConfig
-from raypkg.data import FEATURES, LABEL, read_higgs, resolve_splits, sample_path, split_higgs
+from raypkg.data import resolve_splits, sample_path
 from raypkg.errors import UsageError
 from raypkg.results import format_rows, load_rows, read_history
 
@@ -37,9 +37,12 @@ def file_rows() -> np.ndarray:
         return np.array([[float(v) for v in line.split(",")] for line in f], dtype=np.float32)
 
 
-def as_array(ds) -> np.ndarray:
-    batch = ds.take_batch(ds.count(), batch_format="numpy")
-    return np.column_stack([batch[c] for c in (LABEL, *FEATURES)])
+def as_array(blocks: list) -> np.ndarray:
+    """A shard's rows as the file has them: label, then the features."""
+    from raypkg.shards import load
+
+    x, y = load(blocks)
+    return np.column_stack([y, x])
 
 
 @pytest.fixture(scope="module")
@@ -66,42 +69,46 @@ def trial_files(run_dir: str, trial: str) -> tuple[dict, list[dict]]:
 
 
 def test_splits_are_the_files_row_ranges(ray_session):
+    from raypkg.shards import cut_shards, shard_ranges
+
     rows = resolve_splits(SPLITS, 10_984)
-    val, train, test = split_higgs(read_higgs(sample_path()), rows)
+    shards = cut_shards(sample_path(), shard_ranges(rows, [2_000], workers=1))
     expected = file_rows()
-    np.testing.assert_array_equal(as_array(val), expected[:500])
-    np.testing.assert_array_equal(as_array(train), expected[500:2_500])
-    np.testing.assert_array_equal(as_array(test), expected[-500:])
+    np.testing.assert_array_equal(as_array(shards["validation_0"]), expected[:500])
+    np.testing.assert_array_equal(as_array(shards["train_n2000_0"]), expected[500:2_500])
+    np.testing.assert_array_equal(as_array(shards["test_0"]), expected[-500:])
 
 
 @pytest.mark.parametrize("splits", [SPLITS, Splits(300, 1_234, 777)])  # on file boundaries, and off them
 def test_prepared_splits_are_the_raw_files_splits(ray_session, tmp_path, splits):
-    from raypkg.prepare import PrepareConfig, prepare, read_prepared
+    from raypkg.prepare import PrepareConfig, prepare
+    from raypkg.shards import cut_shards, shard_ranges
 
     prepared = str(tmp_path / "prepared")
     prepare(sample_path(), prepared, PrepareConfig(n_validation=500, n_test=500, rows_per_shard=700),
             log=lambda *_: None)  # fmt: skip
     rows = resolve_splits(splits, 10_984)
-    expected = file_rows()
-    val, train, test = read_prepared(prepared, rows)
     v, t = splits.n_validation, splits.n_train
-    np.testing.assert_array_equal(as_array(val), expected[:v])
-    np.testing.assert_array_equal(as_array(train), expected[v : v + t])
-    np.testing.assert_array_equal(as_array(test), expected[-splits.n_test :])
+    shards = cut_shards(prepared, shard_ranges(rows, [100, t], workers=1))
+    expected = file_rows()
+    np.testing.assert_array_equal(as_array(shards["validation_0"]), expected[:v])
+    np.testing.assert_array_equal(as_array(shards[f"train_n{t}_0"]), expected[v : v + t])
+    np.testing.assert_array_equal(as_array(shards["train_n100_0"]), expected[v : v + 100])
+    np.testing.assert_array_equal(as_array(shards["test_0"]), expected[-splits.n_test :])
 
 
 def test_worker_shards_partition_the_train_rows_in_order(ray_session):
-    from raypkg.sweep import shard_datasets
+    from raypkg.shards import cut_shards, shard_ranges
 
     rows = resolve_splits(SPLITS, 10_984)
-    val, train, test = split_higgs(read_higgs(sample_path()), rows)
-    shards = shard_datasets(train, val, test, sizes=[1_000, 2_000], workers=2)
+    shards = cut_shards(sample_path(), shard_ranges(rows, [1_000, 2_000], workers=2))
     assert sorted(shards) == ["test_0", "test_1", "train_n1000_0", "train_n1000_1", "train_n2000_0", "train_n2000_1",
                               "validation_0", "validation_1"]  # fmt: skip
+    expected = file_rows()
     for size in (1_000, 2_000):  # each size: the first rows of the train split, half on each worker
         together = np.concatenate([as_array(shards[f"train_n{size}_0"]), as_array(shards[f"train_n{size}_1"])])
-        np.testing.assert_array_equal(together, as_array(train)[:size])
-    assert shards["validation_0"].count() == shards["validation_1"].count() == 250
+        np.testing.assert_array_equal(together, expected[500 : 500 + size])
+    assert len(as_array(shards["validation_0"])) == len(as_array(shards["validation_1"])) == 250
 
 
 def test_the_grid_is_arms_times_seeds_with_named_trials(sweep_dir):
@@ -110,6 +117,7 @@ def test_the_grid_is_arms_times_seeds_with_named_trials(sweep_dir):
         result, history = trial_files(sweep_dir, trial)
         assert (result["arm"], result["seed"], result["attempts"]) == (trial.split("-")[0], int(trial[-1]), [0])
         assert all(epoch["rows"] == SPLITS.n_train for epoch in history)  # one pass over the size's rows
+        assert result["ready_preload_s"] < result["ready_tf_s"] <= result["ready_loop_s"]  # the worker's setup hook ran
 
 
 def test_two_seeds_give_different_curves(sweep_dir):

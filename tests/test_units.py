@@ -571,3 +571,39 @@ def test_the_trial_driver_does_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# --- shards --------------------------------------------------------------------------------------
+
+
+def test_shards_are_equal_contiguous_parts_of_each_split():
+    from raypkg.shards import shard_ranges
+
+    ranges = shard_ranges(SplitRows(total=10_000, n_validation=1_001, n_train=6_000, n_test=2_000), [999, 6_000], 2)
+    assert ranges == {
+        "validation_0": (0, 500), "validation_1": (500, 1_000),  # 1,001 rows: one left out
+        "train_n999_0": (1_001, 1_500), "train_n999_1": (1_500, 1_999),  # each size: the first train rows
+        "train_n6000_0": (1_001, 4_001), "train_n6000_1": (4_001, 7_001),
+        "test_0": (8_000, 9_000), "test_1": (9_000, 10_000),  # the file's last rows
+    }  # fmt: skip
+
+
+def test_no_test_split_gives_empty_test_shards():
+    from raypkg.shards import shard_ranges
+
+    ranges = shard_ranges(SplitRows(total=3_000, n_validation=1_000, n_train=2_000, n_test=0), [2_000], 1)
+    assert ranges["test_0"] == (3_000, 3_000) and ranges["train_n2000_0"] == (1_000, 3_000)
+
+
+def test_arrays_keep_row_order_across_blocks():
+    import numpy as np
+    import pyarrow as pa
+
+    from raypkg.data import COLUMNS
+    from raypkg.shards import to_arrays
+
+    rows = np.arange(5 * len(COLUMNS), dtype=np.float32).reshape(5, -1)
+    tables = [pa.table({c: rows[a:b, i] for i, c in enumerate(COLUMNS)}) for a, b in ((0, 2), (2, 2), (2, 5))]
+    x, y = to_arrays(tables)
+    np.testing.assert_array_equal(np.column_stack([y, x]), rows)
+    assert x.dtype == y.dtype == np.float32 and y.shape == (5, 1)
