@@ -9,9 +9,10 @@ On one HIGGS-format .csv.gz (synthesized unless --file is given), each reader go
 - prepare:   raypkg's one pass: parse, check every row, hash the source, write Parquet shards + manifest;
 - parquet:   reading the prepared train and test splits back with pyarrow;
 - sweep:     raypkg's data path on the prepared directory, as a sweep runs it: one Ray Data read cut
-             into validation/train/test shards (raypkg/shards.py), each fetched into arrays and
-             tf.data batches of 500, iterated to the end (Ray's start-up excluded, Ray Data's first
-             use in the session included: its worker processes and actors start here);
+             into validation/train/test shards (raypkg/shards.py), each fetched into arrays and one
+             epoch of the worker's shuffled tf.data batches of 500 (train.batches), iterated to the end
+             (Ray's start-up excluded; Ray Data's first use in the session included: its worker
+             processes and actors start here);
 - sweep-2nd: the same again in the same session (what every later read of a sweep costs);
 - sweep-raw: the same path straight from the .csv.gz (a sweep without `data prepare`: the check pass
              over the file, then Ray Data's parse).
@@ -67,21 +68,22 @@ def parquet_read(dest: str) -> int:
 
 def sweep_path(data: str) -> int:
     """Every row through the sweep's data path: check, one read cut into validation/train/test shards,
-    a worker's fetch of its blocks into arrays, tf.data batches of 500."""
+    a worker's fetch of its blocks into arrays, an epoch of its tf.data batches of 500."""
     import tensorflow as tf
 
     from raypkg.config import Splits
     from raypkg.data import check_higgs, resolve_splits
     from raypkg.prepare import read_manifest
     from raypkg.shards import cut_shards, load, shard_ranges
+    from raypkg.train import batches, steps
 
     total = read_manifest(data)["rows"] if os.path.isdir(data) else check_higgs(data)
     rows = resolve_splits(Splits(n_validation=1_000, n_train=None, n_test=None), total, source=data)
     seen = 0
     for blocks in cut_shards(data, shard_ranges(rows, [rows.n_train], workers=1)).values():
         x, y = load(blocks)  # as train.feed does, here in the driver instead of a Train worker
-        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(500)
-        seen += int(batches.reduce(0, lambda n, batch: n + tf.shape(batch[1])[0]))  # consumed in TF, as fit does
+        epoch = batches(x, y, 500, shuffle_seed=0).take(steps(len(x), 500))  # the worker's shuffled epoch
+        seen += int(epoch.reduce(0, lambda n, batch: n + tf.shape(batch[1])[0]))  # consumed in TF, as fit does
     return seen
 
 

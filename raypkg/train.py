@@ -152,14 +152,31 @@ def distribute(strategy, x, y, per_replica: int, shuffle_seed: int | None = None
     Ray already sharded the rows, so tf.distribute must neither shard again (each worker would see
     half its rows) nor re-batch (a global batch of 500 would become 250 split in two).
     """
+    return strategy.distribute_datasets_from_function(lambda _ctx: batches(x, y, per_replica, shuffle_seed))
 
-    def per_worker(_ctx):
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
+
+def batches(x, y, batch_size: int, shuffle_seed: int | None = None):
+    """Endless (features, labels) batches of the arrays, every row once per epoch of ceil(n / batch_size)
+    batches, in a new random order each epoch when `shuffle_seed` is given (the same orders for the same seed).
+
+    Each batch is gathered by index from a per-epoch permutation: tf.data's own row-by-row
+    `shuffle(n).batch(b)` costs 6-10 s per 1M rows per epoch on this CPU, the gather 0.5 s.
+    """
+    features, labels, n = tf.constant(x), tf.constant(y), len(x)
+
+    def epoch(number):  # number: 0, 1, 2, ... (int64)
+        order = tf.range(n, dtype=tf.int64)
         if shuffle_seed is not None:
-            ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds.batch(per_replica).repeat().prefetch(2)
+            seed = tf.stack([tf.constant(shuffle_seed, tf.int64), number])
+            order = tf.random.experimental.stateless_shuffle(order, seed=seed)
 
-    return strategy.distribute_datasets_from_function(per_worker)
+        def gather(start):
+            rows = order[start : start + batch_size]
+            return tf.gather(features, rows), tf.gather(labels, rows)
+
+        return tf.data.Dataset.range(0, n, batch_size).map(gather)
+
+    return tf.data.Dataset.counter().flat_map(epoch).prefetch(2)
 
 
 def stream(strategy, dataset, per_replica: int, shuffle: bool):

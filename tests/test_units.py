@@ -607,3 +607,22 @@ def test_arrays_keep_row_order_across_blocks():
     x, y = to_arrays(tables)
     np.testing.assert_array_equal(np.column_stack([y, x]), rows)
     assert x.dtype == y.dtype == np.float32 and y.shape == (5, 1)
+
+
+def test_batches_visit_every_row_once_per_epoch_in_a_new_order():
+    import numpy as np
+
+    from raypkg.train import batches
+
+    x = np.arange(1_003 * 28, dtype=np.float32).reshape(1_003, 28)
+    y = np.arange(1_003, dtype=np.float32).reshape(-1, 1)
+    stream = iter(batches(x, y, 100, shuffle_seed=5))
+    epochs = [[next(stream) for _ in range(11)] for _ in range(2)]  # ceil(1,003 / 100) batches each
+    labels = [np.concatenate([b[1].numpy() for b in epoch]).ravel() for epoch in epochs]
+    for epoch, order in zip(epochs, labels):
+        assert sorted(order) == list(range(1_003)) and len(epoch[-1][1]) == 3  # each row once, a short last batch
+        np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in epoch]), x[order.astype(int)])
+    assert (labels[0] != labels[1]).any()  # reshuffled each epoch
+    np.testing.assert_array_equal(next(iter(batches(x, y, 100, shuffle_seed=5)))[1], epochs[0][0][1])  # same seed
+    in_order = iter(batches(x, y, 100))
+    np.testing.assert_array_equal(np.concatenate([next(in_order)[1] for _ in range(11)]).ravel(), np.arange(1_003))
