@@ -51,10 +51,6 @@ class SplitRows:
     n_train: int
     n_test: int
 
-    def boundaries(self) -> list[int]:
-        v, t = self.n_validation, self.n_train
-        return [v, v + t, self.total - self.n_test]
-
 
 def default_test_rows(total: int, n_validation: int, n_train: int | None = None) -> int:
     """UCI's 500,000 test rows when the file has room for them, else what is left (none for --n-train all)."""

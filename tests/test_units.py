@@ -166,11 +166,16 @@ def test_n_train_all_with_nothing_left():
         resolve_splits(Splits(n_validation=1_000, n_train=None, n_test=9_984), total=10_984)
 
 
-def test_boundaries():
+def test_resolved_splits_are_row_ranges_of_the_file():
+    from raypkg.shards import shard_ranges
+
     rows = resolve_splits(Splits(n_validation=100, n_train=400, n_test=1_000), total=10_984)
-    assert rows.boundaries() == [100, 500, 9_984]
-    big = resolve_splits(Splits(), total=11_000_000)
-    assert big.boundaries() == [1_000, 11_000, 10_500_000]
+    r = shard_ranges(rows, [400], workers=1)
+    assert (r["validation_0"], r["train_n400_0"], r["test_0"]) == ((0, 100), (100, 500), (9_984, 10_984))
+    big = resolve_splits(Splits(), total=11_000_000)  # the tutorial's splits of the full file, UCI's test rows
+    r = shard_ranges(big, [big.n_train], workers=1)
+    assert (r["validation_0"], r["train_n10000_0"], r["test_0"]) == ((0, 1_000), (1_000, 11_000),
+                                                                     (10_500_000, 11_000_000))  # fmt: skip
 
 
 @pytest.mark.parametrize(
