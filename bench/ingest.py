@@ -131,7 +131,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = {name: r for name, (r, _) in results.items()}
-    assert len({rows[k] for k in ("pyarrow", "prepare", "tutorial", "sweep", "sweep-2nd", "sweep-raw")}) == 1, rows  # every row
+    every_row = ("pyarrow", "prepare", "tutorial", "sweep", "sweep-2nd", "sweep-raw")
+    assert len({rows[k] for k in every_row}) == 1, rows
     rate = {name: r / s for name, (r, s) in results.items()}
     table = [
         {"reader": name, "rows": r, "seconds": round(s, 2), "rows_per_s": round(rate[name]),

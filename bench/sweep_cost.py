@@ -113,7 +113,7 @@ def measure(args) -> dict:
     if "fixed" in args.parts:
         tiny, _ = sweep(storage, "tiny-3", ("tiny",), 5, seeds=3, max_concurrent=1)
         stages = [result(tiny, f"tiny-n9000-s{s}") for s in range(3)]
-        med = lambda key: round(statistics.median(r.get(key, float("nan")) for r in stages), 2)  # noqa: E731
+        med = lambda key: round(statistics.median(r[key] for r in stages), 2)  # noqa: E731
         out["fixed_cost_per_trial"] = {
             "trials": 3, "startup_s": med("startup_s"), "worker_process_s": med("ready_process_s"),
             "tf_imported_s": med("ready_tf_s"), "worker_loop_s": med("ready_loop_s"),
