@@ -46,11 +46,12 @@ def cut_shards(data: str, ranges: dict[str, Range]) -> dict[str, list]:
     else:
         ds, position = read_higgs(data), lambda row: row
     cuts = sorted({position(row) for bounds in ranges.values() for row in bounds} - {0})
-    pieces = list(zip([0, *cuts], ds.split_at_indices(cuts)))  # (first position, piece): one execution
+    cut = ds.split_at_indices(cuts)  # one execution
+    pieces = [(at, piece.to_arrow_refs()) for at, piece in zip([0, *cuts], cut)]  # (first position, its blocks)
     shards = {}
     for name, (start, stop) in ranges.items():
         first, end = position(start), position(stop)
-        shards[name] = [ref for at, piece in pieces if first <= at < end for ref in piece.to_arrow_refs()]
+        shards[name] = [ref for at, refs in pieces if first <= at < end for ref in refs]
     return shards
 
 

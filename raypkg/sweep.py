@@ -42,7 +42,8 @@ WORKER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TF's C++ INFO/WARNING lines, once per worker
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",  # a report waits at most this long for the controller
 }
-LOCAL_ENV = {
+LOCAL_ENV = {  # a local instance's workers (tests/conftest.py too)
+    **WORKER_ENV,
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # one machine has no node to preempt: one process less per trial
 }
 
@@ -207,8 +208,7 @@ def connect(address: str | None, log=print) -> None:
         cpus = os.cpu_count() or 1
         log(f"ray: starting a local instance on this machine ({cpus} CPUs); give --address to use a cluster")
         ray.init(num_cpus=cpus, resources={TRIAL_SLOT: 1000}, include_dashboard=False,
-                 runtime_env={"env_vars": {**WORKER_ENV, **LOCAL_ENV}}, log_to_driver=False,
-                 logging_level="WARNING")  # fmt: skip
+                 runtime_env={"env_vars": LOCAL_ENV}, log_to_driver=False, logging_level="WARNING")  # fmt: skip
 
 
 def check_cluster(address: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 def ray_session(tmp_path_factory):
     import ray
 
-    from raypkg.sweep import LOCAL_ENV, TRIAL_SLOT, WORKER_ENV
+    from raypkg.sweep import LOCAL_ENV, TRIAL_SLOT
 
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(
@@ -17,7 +17,7 @@ def ray_session(tmp_path_factory):
         resources={TRIAL_SLOT: 100},
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {**WORKER_ENV, **LOCAL_ENV}},
+        runtime_env={"env_vars": LOCAL_ENV},
         _temp_dir=str(tmp_path_factory.mktemp("ray")),
     )
     yield ray
